@@ -1,0 +1,270 @@
+"""The ``sam3studio`` command line (Typer + Rich). A thin edge: parse, call the library, map errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompletionPercentage,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from sam3studio import __version__
+from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
+
+app = typer.Typer(
+    name="sam3studio",
+    help="Segment anything by text with SAM 3: type 'dog' or 'red car', get every matching object.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local directory, modelscope:<id>, or 'random'.",
+                                       envvar="SAM3STUDIO_MODEL")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", envvar="SAM3STUDIO_DEVICE")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.", envvar="SAM3STUDIO_DTYPE")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library logs.")]
+
+
+def _fail(message: str, debug: bool, code: int = 1) -> typer.Exit:
+    if debug:
+        err_console.print_exception()
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Keep the terminal for our own output unless --debug."""
+    if debug:
+        logging.basicConfig(level=logging.INFO)
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# ---------------------------------------------------------------------------- segment
+@dataclass
+class _Job:
+    path: Path
+    stem: str  # output name, relative to --out (may contain sub-folders)
+
+
+def _collect_inputs(inputs: list[Path]) -> tuple[list[_Job], list[tuple[Path, str]]]:
+    """Files and folders (searched recursively) -> jobs with unique output stems; plus bad paths."""
+    from sam3studio.io.images import is_image_path
+
+    jobs: list[_Job] = []
+    bad: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+
+    def add(path: Path, stem: str) -> None:
+        base, n = stem, 2
+        while stem in seen:
+            stem, n = f"{base}_{n}", n + 1
+        seen.add(stem)
+        jobs.append(_Job(path, stem))
+
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_path(p))
+            if not found:
+                bad.append((item, "folder contains no images (jpg, png, webp, bmp, tiff, gif)"))
+            for p in found:
+                add(p, str(p.relative_to(item).with_suffix("")))
+        elif item.is_file():
+            add(item, item.stem)
+        else:
+            bad.append((item, "no such file or folder"))
+    return jobs, bad
+
+
+@app.command()
+def segment(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).",
+                                                 show_default=False)],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="What to find; repeat or comma-separate.",
+                                              show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("sam3studio-out"),
+    threshold: Annotated[float, typer.Option("--threshold", "-t", help="Detection score threshold.")] = 0.5,
+    mask_threshold: Annotated[float, typer.Option("--mask-threshold", help="Mask probability threshold.")] = 0.5,
+    formats: Annotated[str, typer.Option("--format", "-f",
+                                         help="Comma-separated: json, overlay, masks, cutout, labelmap.")] = "json,overlay",
+    max_instances: Annotated[int, typer.Option("--max-instances", help="Keep at most this many per image.")] = 100,
+    fill_holes: Annotated[float, typer.Option("--fill-holes", help="Fill holes smaller than this fraction of the mask.")] = 0.0,
+    min_island: Annotated[float, typer.Option("--min-island", help="Drop islands smaller than this fraction of the mask.")] = 0.0,
+    smooth: Annotated[int, typer.Option("--smooth", help="Edge smoothing radius in pixels.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs already exist.")] = False,
+    model: ModelOpt = "facebook/sam3",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    debug: DebugOpt = False,
+) -> None:
+    """Segment images by text prompts and write JSON, overlays, masks and cutouts."""
+    from sam3studio.export import is_complete, parse_formats, write_outputs
+    from sam3studio.prompts import parse_prompts
+    from sam3studio.refine import RefineOptions
+
+    _quiet_libraries(debug)
+    try:
+        queries = parse_prompts(prompt)
+        fmts = parse_formats(formats)
+        refine = RefineOptions(fill_holes=fill_holes, min_island=min_island, smooth=smooth)
+        if not 0 < threshold <= 1 or not 0 < mask_threshold < 1:
+            raise InputError("--threshold must be in (0, 1] and --mask-threshold in (0, 1)")
+    except (ValueError, Sam3StudioError) as exc:
+        raise _fail(str(exc), debug, code=2) from None
+
+    jobs, bad = _collect_inputs(inputs)
+    rows: list[tuple[str, str, str, str]] = [(str(p), "-", "[red]failed[/]", reason) for p, reason in bad]
+    todo = [j for j in jobs if overwrite or not is_complete(out, j.stem, fmts)]
+    for j in jobs:
+        if j not in todo:
+            rows.append((str(j.path), "-", "[dim]skipped[/]", "outputs exist (use --overwrite to redo)"))
+
+    failed = len(bad)
+    if todo:
+        from sam3studio.io.images import load_image
+        from sam3studio.model import load_segmenter
+
+        with console.status(f"Loading SAM 3 from [bold]{model}[/] …"):
+            try:
+                segmenter = load_segmenter(model, device=device, dtype=dtype)
+            except (ModelSourceError, InputError) as exc:
+                raise _fail(str(exc), debug) from None
+        info = segmenter.info()
+        console.print(f"Model [bold]{info['source']}[/] on {info['device']} ({info['dtype']})", highlight=False)
+        progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                            MofNCompletionPercentage(), TextColumn("images"), TimeElapsedColumn(),
+                            TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                            disable=len(todo) < 2)
+        with progress:
+            task = progress.add_task("Segmenting", total=len(todo))
+            for job in todo:
+                t0 = time.perf_counter()
+                try:
+                    rgb = load_image(job.path)
+                    seg = segmenter.segment(rgb, queries, score_threshold=threshold, mask_threshold=mask_threshold,
+                                            refine=refine, max_instances=max_instances)
+                    write_outputs(seg, rgb, out, job.stem, fmts, source=str(job.path))
+                    counts = ", ".join(f"{p.text}: {p.count}" for p in seg.prompts)
+                    rows.append((str(job.path), str(len(seg)), "[green]ok[/]",
+                                 f"{counts} ({time.perf_counter() - t0:.2f} s)"))
+                except (Sam3StudioError, ValueError, OSError) as exc:
+                    if debug:
+                        err_console.print_exception()
+                    failed += 1
+                    rows.append((str(job.path), "-", "[red]failed[/]", str(exc)))
+                except KeyboardInterrupt:
+                    progress.stop()
+                    err_console.print("[yellow]Interrupted: finished images are kept; re-run to resume.[/]")
+                    raise typer.Exit(130) from None
+                progress.advance(task)
+
+    table = Table(title=f"sam3studio segment → {out}", show_lines=False)
+    for col in ("input", "instances", "status", "details"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if failed:
+        err_console.print(f"[red]{failed} input(s) failed[/]")
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- info
+@app.command()
+def info(
+    model: ModelOpt = "facebook/sam3",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Show versions, the device and dtype that would be used, and where models are cached."""
+    _quiet_libraries(debug)
+    import huggingface_hub
+    import torch
+    import transformers
+    from huggingface_hub import constants as hub_constants
+
+    from sam3studio.model import cpu_supports_bf16, resolve_device, resolve_dtype
+
+    try:
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+    except ModelSourceError as exc:
+        raise _fail(str(exc), debug, code=2) from None
+    cached = "n/a"
+    if Path(model).expanduser().is_dir():
+        cached = "local directory"
+    elif model not in ("random",) and not model.startswith("modelscope:"):
+        try:
+            hit = huggingface_hub.try_to_load_from_cache(model, "config.json")
+            cached = "yes" if isinstance(hit, str) else "no (downloads on first use; the checkpoint is gated)"
+        except Exception:  # a malformed id is reported, not raised, here
+            cached = "no"
+    data = {
+        "sam3studio": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(dev),
+        "dtype": str(dt).removeprefix("torch."),
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_bf16": cpu_supports_bf16(),
+        "cpu_threads": torch.get_num_threads(),
+        "model": model,
+        "model_cached": cached,
+        "hf_cache": str(hub_constants.HF_HUB_CACHE),
+        "hf_offline": bool(hub_constants.HF_HUB_OFFLINE),
+    }
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    table = Table(title="sam3studio info", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for k, v in data.items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,359 @@
+"""The engine: SAM 3 model outputs become `Segmentation` results.
+
+`Segmenter.segment(image, prompts)` is the easy call (numpy in, numpy out). Under it:
+
+1. The image is decoded and hashed; its vision features come from an LRU cache keyed by the
+   hash of the decoded pixels, so a new prompt or a moved threshold never re-runs the vision
+   encoder (the expensive part: ~75% of the model).
+2. Text features are cached per prompt string.
+3. All prompts not yet seen on this image go through the DETR encoder/decoder and mask head in
+   batched passes (vision features broadcast along the batch), ``prompt_batch_size`` at a time.
+4. The raw per-prompt outputs (model space: query logits, presence logit, normalised boxes,
+   low-resolution mask logits) are cached, so re-thresholding and refinement run only
+   post-processing.
+5. Post-processing filters by score *before* upsampling, upsamples only the kept masks to the
+   original resolution in chunks, and maps normalised XYXY boxes to pixels.
+
+Model space: SAM 3 resizes every image to a square (1008x1008 for the real model) without
+keeping the aspect ratio, so normalised box coordinates and the square low-resolution masks map
+to the full original image by independent x and y scaling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from cachetools import LRUCache
+
+from sam3studio.errors import InputError
+from sam3studio.io.images import ImageInput, load_image
+from sam3studio.model import LoadedModel, inference_context
+from sam3studio.prompts import parse_prompts
+from sam3studio.refine import RefineOptions
+from sam3studio.results import PromptResult, Segmentation
+
+MAX_TEXT_TOKENS = 32  # SAM 3's text encoder context (the processor pads to this length)
+DEFAULT_MAX_INSTANCES = 100
+# Queries scoring below this are dropped from the raw cache: no threshold a user can set reaches them.
+MIN_SCORE_THRESHOLD = 0.01
+_UPSAMPLE_CHUNK_PIXELS = 64_000_000  # bound on float32 elements upsampled at once (~256 MB)
+
+__all__ = ["Segmenter", "SegmenterStats", "MIN_SCORE_THRESHOLD", "DEFAULT_MAX_INSTANCES"]
+
+
+@dataclass
+class SegmenterStats:
+    """Counters of the work actually done; cache behaviour is visible here."""
+
+    vision_encoder_calls: int = 0
+    text_encoder_calls: int = 0
+    head_passes: int = 0
+    image_cache_hits: int = 0
+    prediction_cache_hits: int = 0
+
+
+@dataclass
+class _ImageEntry:
+    vision: Any  # Sam3VisionEncoderOutput on the model device
+    height: int
+    width: int
+
+
+@dataclass
+class _RawPrediction:
+    """One prompt on one image in model space, already filtered to queries >= MIN_SCORE_THRESHOLD."""
+
+    scores: torch.Tensor  # (q,) float32: sigmoid(query logit) * presence
+    boxes: torch.Tensor  # (q, 4) float32, normalised XYXY in [0, 1]
+    mask_logits: torch.Tensor  # (q, h, w) model dtype, on the model device
+    presence: float
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.scores, self.boxes, self.mask_logits)) + 64
+
+
+@dataclass
+class _Timer:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, start: float) -> float:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + (now - start)
+        return now
+
+
+def _image_key(rgb: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.asarray(rgb.shape, np.int64).tobytes())
+    h.update(np.ascontiguousarray(rgb).data)
+    return h.hexdigest()
+
+
+def _validate_thresholds(score_threshold: float, mask_threshold: float, max_instances: int | None) -> None:
+    if not isinstance(score_threshold, (int, float)) or not MIN_SCORE_THRESHOLD <= score_threshold <= 1:
+        raise InputError(f"score_threshold must be between {MIN_SCORE_THRESHOLD} and 1, got {score_threshold!r}")
+    if not isinstance(mask_threshold, (int, float)) or not 0 < mask_threshold < 1:
+        raise InputError(f"mask_threshold must be strictly between 0 and 1, got {mask_threshold!r}")
+    if max_instances is not None and (not isinstance(max_instances, int) or max_instances < 1):
+        raise InputError(f"max_instances must be a positive integer or None, got {max_instances!r}")
+
+
+class Segmenter:
+    """Text-prompted instance segmentation with SAM 3 on one device.
+
+    Build it once with `sam3studio.load_segmenter` (or from a model and processor you built) and
+    call `segment` many times; it is thread-safe (calls are serialised on the model).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        source: str = "",
+        architecture: str | None = None,
+        image_cache_size: int = 4,
+        text_cache_size: int = 512,
+        prediction_cache_mb: int = 512,
+        prompt_batch_size: int = 8,
+    ) -> None:
+        if prompt_batch_size < 1:
+            raise ValueError(f"prompt_batch_size must be >= 1, got {prompt_batch_size}")
+        self.model = model
+        self.processor = processor
+        params = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        self.device = torch.device(device) if device is not None else (params.device if params is not None
+                                                                        else torch.device("cpu"))
+        self.dtype = dtype or (params.dtype if params is not None else torch.float32)
+        self.source = source
+        self.architecture = architecture or type(model).__name__
+        self.prompt_batch_size = prompt_batch_size
+        self.stats = SegmenterStats()
+        self._lock = threading.RLock()
+        self._images: LRUCache = LRUCache(maxsize=max(1, image_cache_size))
+        self._text: LRUCache = LRUCache(maxsize=max(1, text_cache_size))
+        self._predictions: LRUCache = LRUCache(
+            maxsize=max(1, prediction_cache_mb) * 1024 * 1024, getsizeof=lambda p: p.nbytes
+        )
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, **options: Any) -> Segmenter:
+        return cls(
+            loaded.model,
+            loaded.processor,
+            device=loaded.device,
+            dtype=loaded.dtype,
+            source=loaded.source,
+            architecture=loaded.architecture,
+            **options,
+        )
+
+    # ------------------------------------------------------------------ public API
+    def info(self) -> dict[str, str]:
+        return {
+            "source": self.source,
+            "architecture": self.architecture,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._images.clear()
+            self._text.clear()
+            self._predictions.clear()
+
+    def segment(
+        self,
+        image: ImageInput,
+        prompts: str | Sequence[str],
+        score_threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        refine: RefineOptions | None = None,
+        max_instances: int | None = DEFAULT_MAX_INSTANCES,
+    ) -> Segmentation:
+        """Find every instance of each prompt in ``image``.
+
+        Args:
+            image: a path, bytes, PIL image or ``(H, W, 3)`` uint8 RGB array.
+            prompts: ``"dog, red car"`` (comma-separated) or ``["dog", "red car"]``.
+            score_threshold: keep instances whose score (query probability x presence) exceeds it.
+            mask_threshold: probability above which a pixel belongs to a mask.
+            refine: optional mask clean-up (fill holes, drop islands, smooth edges).
+            max_instances: keep at most this many instances, highest scores first.
+
+        Returns:
+            A `Segmentation` at the original resolution: boolean masks, XYXY pixel boxes, and per
+            prompt SAM 3's presence score and instance count.
+        """
+        timer = _Timer(dict.fromkeys(("decode", "image_encoding", "prompts", "postprocess"), 0.0))
+        start = t = time.perf_counter()
+        queries = parse_prompts(prompts)
+        _validate_thresholds(score_threshold, mask_threshold, max_instances)
+        rgb = load_image(image)
+        key = _image_key(rgb)
+        t = timer.add("decode", t)
+        with self._lock:
+            raw = self._predict(key, rgb, queries, timer)
+        t = time.perf_counter()
+        seg = self._postprocess(raw, queries, rgb.shape[0], rgb.shape[1], score_threshold, mask_threshold,
+                                max_instances)
+        if refine is not None and not refine.is_noop and len(seg):
+            seg.masks = refine.apply(seg.masks)
+        t = timer.add("postprocess", t)
+        timer.timings["total"] = t - start
+        seg.timings = timer.timings
+        return seg
+
+    # ------------------------------------------------------------------ model passes
+    def _predict(self, key: str, rgb: np.ndarray, queries: list[str], timer: _Timer) -> list[_RawPrediction]:
+        missing = [q for q in queries if (key, q) not in self._predictions]
+        self.stats.prediction_cache_hits += len(queries) - len(missing)
+        results: dict[str, _RawPrediction] = {q: self._predictions[(key, q)] for q in queries if q not in missing}
+        if missing:
+            entry = self._image_features(key, rgb, timer)
+            t = time.perf_counter()
+            for i in range(0, len(missing), self.prompt_batch_size):
+                chunk = missing[i : i + self.prompt_batch_size]
+                for q, pred in zip(chunk, self._run_heads(entry, chunk), strict=True):
+                    self._predictions[(key, q)] = pred
+                    results[q] = pred
+            timer.add("prompts", t)
+        return [results[q] for q in queries]
+
+    def _image_features(self, key: str, rgb: np.ndarray, timer: _Timer) -> _ImageEntry:
+        entry = self._images.get(key)
+        if entry is not None:
+            self.stats.image_cache_hits += 1
+            return entry
+        t = time.perf_counter()
+        pixel_values = self.processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        with inference_context(self.device, self.dtype):
+            vision = self.model.get_vision_features(pixel_values=pixel_values)
+        self.stats.vision_encoder_calls += 1
+        entry = _ImageEntry(vision=vision, height=rgb.shape[0], width=rgb.shape[1])
+        self._images[key] = entry
+        timer.add("image_encoding", t)
+        return entry
+
+    def _text_features(self, queries: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(len(queries), 32, D)`` projected text features and their ``(len(queries), 32)`` mask."""
+        missing = [q for q in queries if q not in self._text]
+        if missing:
+            tok = self.processor.tokenizer
+            for q in missing:
+                n = len(tok(q)["input_ids"])
+                if n > MAX_TEXT_TOKENS:
+                    raise InputError(f"prompt {q!r} is {n} tokens long; SAM 3 reads at most {MAX_TEXT_TOKENS}")
+            enc = tok(missing, padding="max_length", max_length=MAX_TEXT_TOKENS, return_tensors="pt")
+            input_ids = enc["input_ids"].to(self.device)
+            attention_mask = enc["attention_mask"].to(self.device)
+            with inference_context(self.device, self.dtype):
+                feats = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            self.stats.text_encoder_calls += 1
+            for j, q in enumerate(missing):
+                self._text[q] = (feats[j : j + 1], attention_mask[j : j + 1])
+        pairs = [self._text[q] for q in queries]
+        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+
+    def _run_heads(self, entry: _ImageEntry, queries: list[str]) -> list[_RawPrediction]:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        text, text_mask = self._text_features(queries)
+        k = len(queries)
+        vision = entry.vision
+        batched_vision = type(vision)(
+            fpn_hidden_states=tuple(x.expand(k, *x.shape[1:]) for x in vision.fpn_hidden_states),
+            fpn_position_encoding=tuple(x.expand(k, *x.shape[1:]) for x in vision.fpn_position_encoding),
+        )
+        with inference_context(self.device, self.dtype):
+            out = self.model(
+                vision_embeds=batched_vision,
+                text_embeds=BaseModelOutputWithPooling(pooler_output=text),
+                attention_mask=text_mask,
+            )
+        self.stats.head_passes += 1
+        presence = torch.sigmoid(out.presence_logits.float()).reshape(k)
+        scores = torch.sigmoid(out.pred_logits.float()) * presence[:, None]
+        preds = []
+        for j in range(k):
+            keep = scores[j] >= MIN_SCORE_THRESHOLD
+            preds.append(
+                _RawPrediction(
+                    scores=scores[j][keep].clone(),
+                    boxes=out.pred_boxes[j][keep].float().clone(),
+                    mask_logits=out.pred_masks[j][keep].clone(),
+                    presence=float(presence[j]),
+                )
+            )
+        return preds
+
+    # ------------------------------------------------------------------ post-processing
+    def _postprocess(
+        self,
+        raw: list[_RawPrediction],
+        queries: list[str],
+        height: int,
+        width: int,
+        score_threshold: float,
+        mask_threshold: float,
+        max_instances: int | None,
+    ) -> Segmentation:
+        # Select first (cheap, on scores), upsample only what is kept.
+        picks: list[tuple[int, int, float]] = []  # (prompt index, query index, score)
+        for p, pred in enumerate(raw):
+            s = pred.scores
+            idx = torch.nonzero(s > score_threshold).flatten()
+            idx = idx[torch.argsort(s[idx], descending=True, stable=True)]
+            picks.extend((p, int(i), float(s[i])) for i in idx)
+        if max_instances is not None and len(picks) > max_instances:
+            best = sorted(range(len(picks)), key=lambda i: -picks[i][2])[:max_instances]
+            picks = [picks[i] for i in sorted(best)]
+
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        bounds = scale.clone()
+        masks = np.zeros((len(picks), height, width), dtype=bool)
+        boxes = np.zeros((len(picks), 4), dtype=np.float32)
+        if picks:
+            mh, mw = raw[picks[0][0]].mask_logits.shape[-2:]
+            chunk = max(1, _UPSAMPLE_CHUNK_PIXELS // max(1, height * width))
+            for start in range(0, len(picks), chunk):
+                group = picks[start : start + chunk]
+                low = torch.stack([raw[p].mask_logits[q] for p, q, _ in group]).float()
+                if low.shape[-2:] != (mh, mw):
+                    raise RuntimeError(f"inconsistent mask sizes from the model: {tuple(low.shape)}")
+                prob = torch.sigmoid(low)[None]
+                up = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)[0]
+                masks[start : start + len(group)] = (up > mask_threshold).cpu().numpy()
+            box_t = torch.stack([raw[p].boxes[q].cpu() for p, q, _ in picks]) * scale
+            boxes = torch.minimum(box_t.clamp(min=0), bounds).numpy()
+
+        # Drop instances whose mask vanished at this mask threshold: nothing to show or export.
+        nonempty = masks.reshape(len(picks), -1).any(axis=1) if picks else np.zeros(0, bool)
+        prompt_ids = np.array([p for p, _, _ in picks], dtype=np.int64)[nonempty]
+        scores = np.array([s for _, _, s in picks], dtype=np.float32)[nonempty]
+        counts = np.bincount(prompt_ids, minlength=len(queries))
+        prompt_results = [
+            PromptResult(text=q, presence_score=raw[i].presence, count=int(counts[i])) for i, q in enumerate(queries)
+        ]
+        return Segmentation(
+            width=width,
+            height=height,
+            prompts=prompt_results,
+            masks=masks[nonempty],
+            boxes=boxes[nonempty],
+            scores=np.clip(scores, 0.0, 1.0),
+            prompt_ids=prompt_ids,
+        )

@@ -1,0 +1,144 @@
+"""Safe image decoding: any accepted input becomes an ``(H, W, 3)`` uint8 RGB array.
+
+Accepts a path, raw bytes, a binary file object, a PIL image or an array. Decoding is guarded:
+a format allow-list, a pixel limit (Pillow's decompression-bomb check turned into an error),
+truncated/corrupt files rejected, EXIF orientation applied so masks line up with what a viewer
+shows, and every colour mode (CMYK, palette, LA, RGBA, 16-bit) converted to 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sam3studio.errors import InputError, InputTooLargeError
+
+DEFAULT_MAX_PIXELS = 50_000_000  # about 8k x 6k
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "MPO"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+ImageInput = str | os.PathLike | bytes | IO[bytes] | Image.Image | np.ndarray
+
+__all__ = ["ImageInput", "load_image", "is_image_path", "IMAGE_SUFFIXES"]
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB without washing out 16-bit data."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr8 = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr8 = np.zeros(arr.shape, np.uint8) if hi <= lo else ((arr - lo) / (hi - lo) * 255 + 0.5).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite on white: a transparent background reads as background, not black.
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _open(data: bytes | IO[bytes], max_pixels: int, name: str) -> Image.Image:
+    prev = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+                if img.format not in ALLOWED_FORMATS:
+                    raise InputError(
+                        f"{name}: unsupported image format {img.format!r}; "
+                        f"use one of {', '.join(sorted(ALLOWED_FORMATS - {'MPO'}))}"
+                    )
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise InputTooLargeError(f"{name}: image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
+                img.seek(0)  # first frame of GIF/TIFF stacks
+                img.load()
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise InputTooLargeError(f"{name}: image has too many pixels (limit {max_pixels}): {exc}") from None
+            except UnidentifiedImageError:
+                raise InputError(f"{name}: not a readable image (unknown or corrupt format)") from None
+            except (OSError, SyntaxError, ValueError) as exc:
+                if isinstance(exc, InputError):
+                    raise
+                raise InputError(f"{name}: corrupt or truncated image ({exc})") from None
+        return img
+    finally:
+        Image.MAX_IMAGE_PIXELS = prev
+
+
+def load_image(
+    source: ImageInput | Any,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> np.ndarray:
+    """Decode ``source`` to an ``(H, W, 3)`` uint8 RGB array with EXIF orientation applied.
+
+    Raises `InputError` for unreadable input and `InputTooLargeError` beyond ``max_bytes`` or
+    ``max_pixels``.
+    """
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, max_pixels)
+    if isinstance(source, Image.Image):
+        w, h = source.size
+        if w * h > max_pixels:
+            raise InputTooLargeError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
+        return np.asarray(_to_rgb(ImageOps.exif_transpose(source)))
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise InputTooLargeError(f"{path}: file is {size} bytes, over the limit of {max_bytes}")
+        name, data = str(path), path.read_bytes()
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        name, data = "image", bytes(source)
+    elif hasattr(source, "read"):
+        name, data = getattr(source, "name", "image"), source.read(max_bytes + 1)
+    else:
+        raise InputError(f"unsupported image input of type {type(source).__name__}; pass a path, bytes, PIL image or array")
+    if len(data) > max_bytes:
+        raise InputTooLargeError(f"{name}: image is over the limit of {max_bytes} bytes")
+    if not data:
+        raise InputError(f"{name}: empty file")
+    img = _open(data, max_pixels, name)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block should not lose an otherwise good image
+        pass
+    return np.asarray(_to_rgb(img))
+
+
+def _array_to_rgb(arr: np.ndarray, max_pixels: int) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise InputError(f"image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
+    if arr.shape[0] * arr.shape[1] > max_pixels:
+        raise InputTooLargeError(f"image has {arr.shape[0] * arr.shape[1]} pixels, over the limit of {max_pixels}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"image array is empty: shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[..., :3])

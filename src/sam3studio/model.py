@@ -1,0 +1,260 @@
+"""Everything that loads SAM 3: sources, device and dtype resolution.
+
+Sources accepted by `load_model` / `load_segmenter`:
+
+- a Hugging Face hub id (default ``facebook/sam3``): uses the hub cache and ``HF_TOKEN``; works
+  offline (``HF_HUB_OFFLINE=1``) once cached;
+- a local directory in transformers format (``save_pretrained`` output);
+- ``modelscope:<id>``: downloaded with the optional ``modelscope`` package;
+- ``random``: the full-size SAM 3 architecture with untrained weights and a synthetic tokenizer,
+  for benchmarks only (masks are meaningless).
+
+The model class is chosen from the checkpoint's config (``sam3``/``sam3_video`` -> `Sam3Model`,
+``sam3_lite_text*`` -> `Sam3LiteTextModel`); both share `Sam3Processor`.
+Nothing here runs at import time: devices are probed only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sam3studio.errors import ModelSourceError
+
+if TYPE_CHECKING:
+    import torch
+
+    from sam3studio.core import Segmenter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE = "facebook/sam3"
+RANDOM_SOURCE = "random"
+MODELSCOPE_PREFIX = "modelscope:"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+_DETECTOR_TYPES = {"sam3": "Sam3Model", "sam3_video": "Sam3Model"}
+_LITE_TYPES = {"sam3_lite_text": "Sam3LiteTextModel", "sam3_lite_text_video": "Sam3LiteTextModel"}
+
+GATED_HELP = (
+    "Could not load SAM 3 from '{source}': {reason}. The official checkpoint is gated: run "
+    "`huggingface-cli login` (or set HF_TOKEN) after accepting the licence at "
+    "https://huggingface.co/facebook/sam3, or use `--model modelscope:facebook/sam3`, "
+    "or point `--model /path/to/dir` at a downloaded checkpoint."
+)
+
+__all__ = [
+    "LoadedModel",
+    "cpu_supports_bf16",
+    "inference_context",
+    "load_model",
+    "load_segmenter",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+
+@dataclass
+class LoadedModel:
+    """A built SAM 3 detector with its processor, on its device, in its dtype."""
+
+    model: Any  # Sam3Model | Sam3LiteTextModel
+    processor: Any  # Sam3Processor
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+    architecture: str
+
+
+# ---------------------------------------------------------------------------- device and dtype
+@lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AMX-BF16 or AVX512-BF16)."""
+    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu. An explicit device that is absent is an error."""
+    import torch
+
+    name = (device or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ModelSourceError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelSourceError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelSourceError("device 'mps' was requested but MPS is not available; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str = "auto", device: torch.device | None = None) -> torch.dtype:
+    """``auto``: bf16 on CUDA GPUs that support it and on CPUs with AMX/AVX512-BF16, else float32."""
+    import torch
+
+    name = (dtype or "auto").lower()
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if name in table:
+        return table[name]
+    if name != "auto":
+        raise ModelSourceError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    device = device or resolve_device("auto")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+@contextlib.contextmanager
+def inference_context(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """No-grad inference, with autocast scoped to it where the dtype is reduced precision."""
+    import torch
+
+    with torch.inference_mode():
+        if dtype in (torch.bfloat16, torch.float16) and device.type in ("cpu", "cuda"):
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                yield
+        else:
+            yield
+
+
+# ---------------------------------------------------------------------------- sources
+def _model_class(model_type: str):
+    import transformers
+
+    name = _DETECTOR_TYPES.get(model_type) or _LITE_TYPES.get(model_type)
+    if name is None:
+        raise ModelSourceError(
+            f"checkpoint has model_type {model_type!r}, which is not a SAM 3 detector "
+            f"(expected one of {', '.join(sorted({**_DETECTOR_TYPES, **_LITE_TYPES}))})"
+        )
+    return getattr(transformers, name), name
+
+
+def _resolve_modelscope(model_id: str) -> Path:
+    try:
+        from modelscope import snapshot_download  # type: ignore[import-not-found]
+    except ImportError:
+        raise ModelSourceError(
+            f"'modelscope:{model_id}' needs the modelscope package: pip install 'sam3studio[modelscope]' "
+            "(or pip install modelscope)"
+        ) from None
+    try:
+        return Path(snapshot_download(model_id))
+    except Exception as exc:  # modelscope raises many types; the message is what the user needs
+        raise ModelSourceError(f"could not download '{model_id}' from ModelScope: {exc}") from exc
+
+
+def _hub_error_reason(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if "Gated" in name:
+        return "the repository is gated and this account has not been granted access"
+    if "RepositoryNotFound" in name:
+        return "the repository does not exist or needs authentication"
+    if "LocalEntryNotFound" in name or "offline" in str(exc).lower():
+        return "it is not in the local cache and the hub cannot be reached (offline)"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    return first[:300]
+
+
+def _build_random(device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    import torch
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    from sam3studio.testing import build_tokenizer
+
+    warnings.warn(
+        "model source 'random': full-size SAM 3 with UNTRAINED weights. Masks are meaningless; "
+        "use it only to measure speed and memory.",
+        stacklevel=3,
+    )
+    log.warning("Loading SAM 3 with random weights: results are meaningless (benchmarks only)")
+    tokenizer = build_tokenizer()
+    config = Sam3Config()
+    with torch.device(device):
+        model = Sam3Model(config)
+    model = model.to(dtype=dtype).eval()
+    processor = Sam3Processor(image_processor=Sam3ImageProcessor(), tokenizer=tokenizer)
+    return LoadedModel(model, processor, RANDOM_SOURCE, device, dtype, "Sam3Model")
+
+
+def load_model(source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load a SAM 3 detector and its processor from ``source`` (see module docstring).
+
+    Raises `ModelSourceError` with one actionable sentence when the source cannot be loaded.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    source = (source or DEFAULT_SOURCE).strip()
+    if source == RANDOM_SOURCE:
+        return _build_random(dev, dt)
+
+    if source.startswith(MODELSCOPE_PREFIX):
+        path_or_id: str = str(_resolve_modelscope(source[len(MODELSCOPE_PREFIX):].strip()))
+    else:
+        path_or_id = source
+    local = Path(os.path.expanduser(path_or_id))
+    is_local = local.exists()
+    if is_local and not (local / "config.json").is_file():
+        raise ModelSourceError(f"{local} is not a transformers checkpoint directory (no config.json in it)")
+    if not is_local and (path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1):
+        raise ModelSourceError(f"model directory {path_or_id} does not exist")
+
+    from transformers import AutoConfig, Sam3Processor
+
+    load_from = str(local) if is_local else path_or_id
+    try:
+        config = AutoConfig.from_pretrained(load_from)
+        model_cls, arch = _model_class(config.model_type)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*bos_token_id.*|.*eos_token_id.*|.*pad_token_id.*")
+            model = model_cls.from_pretrained(load_from, dtype=dt)
+        processor = Sam3Processor.from_pretrained(load_from)
+    except ModelSourceError:
+        raise
+    except Exception as exc:
+        if is_local:
+            raise ModelSourceError(f"could not load the checkpoint in {local}: {_hub_error_reason(exc)}") from exc
+        raise ModelSourceError(GATED_HELP.format(source=source, reason=_hub_error_reason(exc))) from exc
+    model = model.to(device=dev, dtype=dt).eval()
+    return LoadedModel(model, processor, source, dev, dt, arch)
+
+
+def load_segmenter(
+    source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = "auto", **options: Any
+) -> Segmenter:
+    """Load SAM 3 from ``source`` and wrap it in a `sam3studio.core.Segmenter`.
+
+    ``options`` go to the `Segmenter` constructor (cache sizes, prompt batch size).
+    """
+    from sam3studio.core import Segmenter
+
+    return Segmenter.from_loaded(load_model(source, device=device, dtype=dtype), **options)

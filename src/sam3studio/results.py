@@ -1,0 +1,319 @@
+"""Result types: what a segmentation returns, independent of torch.
+
+`Segmentation` holds every instance found in one image as parallel arrays, in the style of
+`supervision.Detections`:
+
+- ``masks``      ``(n, H, W)`` bool, in original-image pixels
+- ``boxes``      ``(n, 4)`` float32, XYXY in original-image pixels
+- ``scores``     ``(n,)`` float32 in [0, 1]
+- ``prompt_ids`` ``(n,)`` int64, index into ``prompts``
+
+Instances are ordered by prompt, then by descending score; ``Instance.id`` is the position.
+Masks travel on the wire as COCO RLE (``{"size": [h, w], "counts": str}``) through pycocotools.
+This module imports numpy and pycocotools only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+SCHEMA_VERSION = 1
+
+__all__ = [
+    "Instance",
+    "PromptResult",
+    "Segmentation",
+    "mask_to_rle",
+    "rle_to_mask",
+]
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """Encode one ``(H, W)`` boolean mask as COCO RLE with ``counts`` as a UTF-8 string."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def masks_to_rles(masks: np.ndarray) -> list[dict[str, Any]]:
+    """Encode ``(n, H, W)`` boolean masks as a list of COCO RLE dicts (one pycocotools call)."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be 3-D (n, H, W), got shape {masks.shape}")
+    if len(masks) == 0:
+        return []
+    # pycocotools wants (H, W, n) in Fortran order.
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8))
+    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
+
+
+def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
+    """Decode a COCO RLE dict (compressed string counts or uncompressed list counts) to ``(H, W)`` bool."""
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise ValueError("RLE must be a dict with 'size' and 'counts'")
+    h, w = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        coded = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    else:
+        coded = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(coded).astype(bool)
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """One prompt as the model saw it.
+
+    ``text`` is what the user typed, ``query`` what reached the model (they differ once prompts
+    are translated), ``presence_score`` SAM 3's image-level probability that the concept is
+    present, ``count`` the number of instances kept for it.
+    """
+
+    text: str
+    presence_score: float
+    count: int
+    query: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.query is None:
+            object.__setattr__(self, "query", self.text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "query": self.query,
+            "presence_score": round(float(self.presence_score), 6),
+            "count": int(self.count),
+        }
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One object: a read-only view of one row of a `Segmentation`."""
+
+    id: int
+    prompt: str
+    prompt_index: int
+    score: float
+    box: tuple[float, float, float, float]
+    area: int
+    area_ratio: float
+    mask: np.ndarray = field(repr=False)
+
+    def to_dict(self, include_mask: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "prompt": self.prompt,
+            "prompt_index": self.prompt_index,
+            "score": round(float(self.score), 6),
+            "box": [round(float(v), 2) for v in self.box],
+            "area": int(self.area),
+            "area_ratio": round(float(self.area_ratio), 6),
+        }
+        if include_mask:
+            out["mask"] = mask_to_rle(self.mask)
+        return out
+
+
+@dataclass
+class Segmentation:
+    """All instances found in one image, as parallel arrays validated on construction."""
+
+    width: int
+    height: int
+    prompts: list[PromptResult]
+    masks: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    prompt_ids: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.width, self.height = int(self.width), int(self.height)
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"image size must be positive, got width={self.width} height={self.height}")
+        self.masks = np.asarray(self.masks, dtype=bool)
+        self.boxes = np.asarray(self.boxes, dtype=np.float32) if np.size(self.boxes) else np.zeros((0, 4), np.float32)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.prompt_ids = np.asarray(self.prompt_ids, dtype=np.int64).reshape(-1)
+        n = len(self.scores)
+        expected = {
+            "masks": ((n, self.height, self.width), self.masks.shape),
+            "boxes": ((n, 4), self.boxes.shape),
+            "prompt_ids": ((n,), self.prompt_ids.shape),
+        }
+        if self.masks.size == 0 and n == 0:
+            self.masks = np.zeros((0, self.height, self.width), dtype=bool)
+            expected["masks"] = ((0, self.height, self.width), self.masks.shape)
+        for name, (want, got) in expected.items():
+            if tuple(want) != tuple(got):
+                raise ValueError(f"{name} must have shape {tuple(want)} for {n} instances, got {tuple(got)}")
+        if n and (self.prompt_ids.min() < 0 or self.prompt_ids.max() >= len(self.prompts)):
+            raise ValueError(f"prompt_ids must index into {len(self.prompts)} prompts, got {self.prompt_ids.tolist()}")
+        if n and not np.all((self.scores >= 0) & (self.scores <= 1)):
+            raise ValueError("scores must lie in [0, 1]")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def empty(cls, width: int, height: int, prompts: Sequence[PromptResult] = ()) -> Segmentation:
+        return cls(
+            width=width,
+            height=height,
+            prompts=list(prompts),
+            masks=np.zeros((0, height, width), bool),
+            boxes=np.zeros((0, 4), np.float32),
+            scores=np.zeros((0,), np.float32),
+            prompt_ids=np.zeros((0,), np.int64),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Segmentation:
+        """Inverse of `to_dict` (masks decoded from RLE)."""
+        width, height = int(data["image"]["width"]), int(data["image"]["height"])
+        prompts = [
+            PromptResult(text=p["text"], query=p.get("query"), presence_score=p["presence_score"], count=p["count"])
+            for p in data["prompts"]
+        ]
+        inst = data["instances"]
+        masks = np.stack([rle_to_mask(i["mask"]) for i in inst]) if inst else np.zeros((0, height, width), bool)
+        return cls(
+            width=width,
+            height=height,
+            prompts=prompts,
+            masks=masks,
+            boxes=np.array([i["box"] for i in inst], np.float32).reshape(-1, 4),
+            scores=np.array([i["score"] for i in inst], np.float32),
+            prompt_ids=np.array([i["prompt_index"] for i in inst], np.int64),
+            timings=dict(data.get("timings", {})),
+        )
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def areas(self) -> np.ndarray:
+        """Pixel count of each mask, ``(n,)`` int64."""
+        return self.masks.sum(axis=(1, 2), dtype=np.int64)
+
+    @property
+    def area_ratios(self) -> np.ndarray:
+        return self.areas / float(self.width * self.height)
+
+    @property
+    def instances(self) -> list[Instance]:
+        return list(self)
+
+    def __iter__(self) -> Iterator[Instance]:
+        areas, total = self.areas, float(self.width * self.height)
+        for i in range(len(self)):
+            pid = int(self.prompt_ids[i])
+            yield Instance(
+                id=i,
+                prompt=self.prompts[pid].text,
+                prompt_index=pid,
+                score=float(self.scores[i]),
+                box=tuple(float(v) for v in self.boxes[i]),  # type: ignore[arg-type]
+                area=int(areas[i]),
+                area_ratio=float(areas[i] / total),
+                mask=self.masks[i],
+            )
+
+    def __getitem__(self, index: int | slice | np.ndarray | list[int]) -> Instance | Segmentation:
+        """An int gives one `Instance`; a slice, index list or boolean mask gives a new `Segmentation`."""
+        if isinstance(index, (int, np.integer)):
+            n = len(self)
+            if not -n <= index < n:
+                raise IndexError(f"instance index {index} out of range for {n} instances")
+            return self.instances[int(index)]
+        idx = np.arange(len(self))[index]
+        return Segmentation(
+            width=self.width,
+            height=self.height,
+            prompts=self.prompts,
+            masks=self.masks[idx],
+            boxes=self.boxes[idx],
+            scores=self.scores[idx],
+            prompt_ids=self.prompt_ids[idx],
+            timings=dict(self.timings),
+        )
+
+    def label_map(self) -> np.ndarray:
+        """``(H, W)`` uint16 map: 0 is background, instance ``i`` is ``i + 1``.
+
+        Where masks overlap, the higher-scoring instance wins.
+        """
+        if len(self) > np.iinfo(np.uint16).max:
+            raise ValueError(f"too many instances for a uint16 label map: {len(self)}")
+        out = np.zeros((self.height, self.width), np.uint16)
+        for i in np.argsort(self.scores, kind="stable"):  # low scores first, high scores paint over
+            out[self.masks[i]] = i + 1
+        return out
+
+    # ------------------------------------------------------------------ conversion
+    def to_dict(self, include_masks: bool = True) -> dict[str, Any]:
+        """JSON-ready dict; the same schema the REST API returns (see `sam3studio.schemas`)."""
+        rles = masks_to_rles(self.masks) if include_masks else [None] * len(self)
+        instances = []
+        for inst, rle in zip(self, rles, strict=True):
+            d = inst.to_dict(include_mask=False)
+            if include_masks:
+                d["mask"] = rle
+            instances.append(d)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "image": {"width": self.width, "height": self.height},
+            "prompts": [p.to_dict() for p in self.prompts],
+            "instances": instances,
+            "timings": {k: round(float(v), 6) for k, v in self.timings.items()},
+        }
+
+    def to_json(self, include_masks: bool = True, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(include_masks=include_masks), indent=indent, ensure_ascii=False)
+
+    def to_coco(self, image_id: int = 0, category_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """COCO results list (one dict per instance): ``image_id``, ``category_id``,
+        ``segmentation`` (RLE), ``bbox`` (XYWH), ``score``, ``area``.
+
+        ``category_ids[k]`` is the category of prompt ``k`` (default: ``k + 1``).
+        """
+        if category_ids is None:
+            category_ids = list(range(1, len(self.prompts) + 1))
+        if len(category_ids) != len(self.prompts):
+            raise ValueError(f"category_ids must have one id per prompt ({len(self.prompts)}), got {len(category_ids)}")
+        out = []
+        for inst, rle in zip(self, masks_to_rles(self.masks), strict=True):
+            x1, y1, x2, y2 = inst.box
+            out.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(category_ids[inst.prompt_index]),
+                    "segmentation": rle,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": inst.score,
+                    "area": inst.area,
+                }
+            )
+        return out
+
+    def to_detections(self):  # -> supervision.Detections
+        """Convert to `supervision.Detections` (``class_id`` = prompt index, ``data['class_name']`` = prompt)."""
+        try:
+            import supervision as sv
+        except ImportError as exc:  # pragma: no cover - supervision is a dependency
+            raise ImportError("to_detections() needs the 'supervision' package: pip install supervision") from exc
+        return sv.Detections(
+            xyxy=self.boxes.astype(np.float32),
+            mask=self.masks,
+            confidence=self.scores,
+            class_id=self.prompt_ids.astype(int),
+            data={"class_name": np.array([self.prompts[i].text for i in self.prompt_ids], dtype=object)},
+        )

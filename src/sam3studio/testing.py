@@ -1,0 +1,123 @@
+"""Tiny SAM 3 checkpoints for tests and examples, built locally with no download.
+
+`make_tiny_checkpoint` writes a complete transformers checkpoint directory (config, random
+weights, a small byte-level BPE CLIP tokenizer, processor config) with ``save_pretrained``, so
+tests load it through the same `sam3studio.load_segmenter(path)` users call:
+
+>>> from sam3studio.testing import make_tiny_checkpoint
+>>> from sam3studio import load_segmenter
+>>> path = make_tiny_checkpoint("/tmp/tiny-sam3")         # doctest: +SKIP
+>>> seg = load_segmenter(str(path), device="cpu")         # doctest: +SKIP
+
+The model is about 0.3 M parameters: ViT hidden 32 (2 layers), image 224, CLIP text hidden 32,
+DETR encoder/decoder with 1 layer and 5 queries. Its masks are meaningless but deterministic
+for a given ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TINY_IMAGE_SIZE = 224
+
+# Words that get whole-word BPE merges; anything else still tokenizes (byte fallback).
+_CORPUS_WORDS = (
+    "a an the of in on with and person people man woman child dog cat bird horse sheep cow elephant bear "
+    "zebra giraffe car bus truck bicycle motorcycle airplane train boat rocket astronaut coffee cup mug "
+    "table chair sofa bed plant tree flower red green blue yellow white black orange purple brown gray "
+    "wooden metal glass plastic leftmost rightmost center top bottom small large big flying clothes crack "
+    "rust road sign traffic light window door wheel face hand head"
+).split()
+
+
+def build_tokenizer():
+    """A small CLIP byte-level BPE tokenizer (`transformers.CLIPTokenizer`) trained on a fixed word list.
+
+    Every byte has a token, so any text (Chinese too) tokenizes; common visual words are single tokens.
+    Deterministic: the same vocabulary on every call.
+    """
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"),
+                                 behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=700,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    bpe.train_from_iterator([" ".join(_CORPUS_WORDS)] * 3, trainer)
+    trained = json.loads(bpe.to_str())["model"]
+    vocab: dict[str, int] = dict(trained["vocab"])
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):  # CLIP's base alphabet: bytes, and bytes + </w>
+        for token in (ch, ch + "</w>"):
+            vocab.setdefault(token, len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
+    return CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+def tiny_config(vocab_size: int = 1000, bos_token_id: int = 0, eos_token_id: int = 1, initializer_range: float = 0.1):
+    """The tiny `Sam3Config` (the sizes transformers' own SAM 3 tests use, with 1 DETR layer)."""
+    from transformers import Sam3Config
+
+    def sub(**kw):
+        return {"initializer_range": initializer_range, **kw}
+
+    return Sam3Config(
+        vision_config=sub(
+            backbone_config=sub(
+                model_type="sam3_vit_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, image_size=TINY_IMAGE_SIZE, patch_size=14, window_size=8,
+                global_attn_indexes=[0, 1], pretrain_image_size=TINY_IMAGE_SIZE,
+            ),
+            fpn_hidden_size=32, scale_factors=[2.0, 1.0], backbone_feature_sizes=[[32, 32], [16, 16]],
+        ),
+        text_config=sub(
+            model_type="clip_text_model", vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=32, projection_dim=32,
+            bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=eos_token_id,
+        ),
+        geometry_encoder_config=sub(hidden_size=32, num_layers=1, num_attention_heads=4, intermediate_size=64),
+        detr_encoder_config=sub(hidden_size=32, num_layers=1, num_attention_heads=4, intermediate_size=64),
+        detr_decoder_config=sub(hidden_size=32, num_layers=1, num_queries=5, num_attention_heads=4,
+                                intermediate_size=64),
+        mask_decoder_config=sub(hidden_size=32, num_upsampling_stages=2, num_attention_heads=4),
+        initializer_range=initializer_range,
+    )
+
+
+def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny SAM 3 checkpoint (model + processor) to ``path`` and return the path.
+
+    The directory loads with ``load_segmenter(str(path))`` exactly like a downloaded checkpoint.
+    The same ``seed`` gives the same weights.
+    """
+    import torch
+    from transformers import Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    config = tiny_config(
+        vocab_size=max(1000, len(tokenizer)),
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Sam3Model(config).eval()
+    model.save_pretrained(path)
+    image_processor = Sam3ImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
+    Sam3Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
+    return path
