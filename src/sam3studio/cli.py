@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompletionPercentage,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
@@ -75,6 +75,11 @@ def _quiet_libraries(debug: bool) -> None:
 class _Job:
     path: Path
     stem: str  # output name, relative to --out (may contain sub-folders)
+
+    def target(self, out: Path) -> tuple[Path, str]:
+        """The folder and the plain file stem this input's outputs go to."""
+        rel = Path(self.stem)
+        return out / rel.parent, rel.name
 
 
 def _collect_inputs(inputs: list[Path]) -> tuple[list[_Job], list[tuple[Path, str]]]:
@@ -144,7 +149,7 @@ def segment(
 
     jobs, bad = _collect_inputs(inputs)
     rows: list[tuple[str, str, str, str]] = [(str(p), "-", "[red]failed[/]", reason) for p, reason in bad]
-    todo = [j for j in jobs if overwrite or not is_complete(out, j.stem, fmts)]
+    todo = [j for j in jobs if overwrite or not is_complete(*j.target(out), fmts)]
     for j in jobs:
         if j not in todo:
             rows.append((str(j.path), "-", "[dim]skipped[/]", "outputs exist (use --overwrite to redo)"))
@@ -162,7 +167,7 @@ def segment(
         info = segmenter.info()
         console.print(f"Model [bold]{info['source']}[/] on {info['device']} ({info['dtype']})", highlight=False)
         progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                            MofNCompletionPercentage(), TextColumn("images"), TimeElapsedColumn(),
+                            MofNCompleteColumn(), TextColumn("images"), TimeElapsedColumn(),
                             TextColumn("ETA"), TimeRemainingColumn(), console=console,
                             disable=len(todo) < 2)
         with progress:
@@ -173,7 +178,7 @@ def segment(
                     rgb = load_image(job.path)
                     seg = segmenter.segment(rgb, queries, score_threshold=threshold, mask_threshold=mask_threshold,
                                             refine=refine, max_instances=max_instances)
-                    write_outputs(seg, rgb, out, job.stem, fmts, source=str(job.path))
+                    write_outputs(seg, rgb, *job.target(out), fmts, source=str(job.path))
                     counts = ", ".join(f"{p.text}: {p.count}" for p in seg.prompts)
                     rows.append((str(job.path), str(len(seg)), "[green]ok[/]",
                                  f"{counts} ({time.perf_counter() - t0:.2f} s)"))
