@@ -31,6 +31,16 @@ def test_same_seed_gives_same_weights_and_other_seed_differs(tmp_path):
     assert not torch.equal(wa, wc)
 
 
+def test_lite_text_checkpoint_is_dispatched_by_its_config(tmp_path, cat_photo):
+    path = make_tiny_checkpoint(tmp_path / "lite", architecture="sam3_lite_text")
+    assert json.loads((path / "config.json").read_text())["model_type"] == "sam3_lite_text"
+    seg = load_segmenter(str(path), device="cpu", dtype="float32")
+    assert seg.info()["architecture"] == "Sam3LiteTextModel"
+    assert type(seg.model).__name__ == "Sam3LiteTextModel"
+    result = seg.segment(cat_photo, "cat, dog", score_threshold=0.05)
+    assert len(result) > 0 and [p.text for p in result.prompts] == ["cat", "dog"]
+
+
 def test_load_segmenter_reports_what_it_loaded(tiny_checkpoint):
     seg = load_segmenter(str(tiny_checkpoint), device="cpu", dtype="float32")
     assert seg.info() == {"source": str(tiny_checkpoint), "architecture": "Sam3Model", "device": "cpu",

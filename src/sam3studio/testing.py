@@ -97,26 +97,54 @@ def tiny_config(vocab_size: int = 1000, bos_token_id: int = 0, eos_token_id: int
     )
 
 
-def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
+def tiny_lite_text_config(**kwargs):
+    """The tiny config with SAM 3 LiteText's lighter (RepMixer) text encoder instead of CLIP's."""
+    from transformers import Sam3LiteTextConfig
+
+    base = tiny_config(**kwargs).to_dict()
+    text = base["text_config"]
+    vision = {**base["vision_config"], "model_type": "sam3_vision_model"}
+    return Sam3LiteTextConfig(
+        vision_config=vision,
+        text_config={
+            "vocab_size": text["vocab_size"], "hidden_size": 32, "intermediate_size": 64, "projection_dim": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 32,
+            "repmixer_kernel_size": 3, "bos_token_id": text["bos_token_id"], "eos_token_id": text["eos_token_id"],
+        },
+        **{k: base[k] for k in ("geometry_encoder_config", "detr_encoder_config", "detr_decoder_config",
+                                "mask_decoder_config", "initializer_range")},
+    )
+
+
+ARCHITECTURES = ("sam3", "sam3_lite_text")
+
+
+def make_tiny_checkpoint(path: str | Path, seed: int = 0, architecture: str = "sam3") -> Path:
     """Write a tiny SAM 3 checkpoint (model + processor) to ``path`` and return the path.
 
     The directory loads with ``load_segmenter(str(path))`` exactly like a downloaded checkpoint.
-    The same ``seed`` gives the same weights.
+    The same ``seed`` gives the same weights. ``architecture="sam3_lite_text"`` writes a
+    SAM 3 LiteText checkpoint (same processor, lighter text encoder).
     """
     import torch
-    from transformers import Sam3ImageProcessor, Sam3Model, Sam3Processor
+    import transformers
+    from transformers import Sam3ImageProcessor, Sam3Processor
 
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    config = tiny_config(
+    make_config = tiny_config if architecture == "sam3" else tiny_lite_text_config
+    config = make_config(
         vocab_size=max(1000, len(tokenizer)),
         bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )
+    model_cls = transformers.Sam3Model if architecture == "sam3" else transformers.Sam3LiteTextModel
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Sam3Model(config).eval()
+        model = model_cls(config).eval()
     model.save_pretrained(path)
     image_processor = Sam3ImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
     Sam3Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
