@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from sam3studio.errors import InputError, InputTooLargeError
 
@@ -54,9 +54,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _open(data: bytes | IO[bytes], max_pixels: int, name: str) -> Image.Image:
-    prev = Image.MAX_IMAGE_PIXELS
+    prev, prev_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
     try:
         Image.MAX_IMAGE_PIXELS = max_pixels
+        ImageFile.LOAD_TRUNCATED_IMAGES = False  # another library may have set it globally
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             try:
@@ -81,7 +82,20 @@ def _open(data: bytes | IO[bytes], max_pixels: int, name: str) -> Image.Image:
                 raise InputError(f"{name}: corrupt or truncated image ({exc})") from None
         return img
     finally:
-        Image.MAX_IMAGE_PIXELS = prev
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = prev, prev_truncated
+
+
+def _load_pil(img: Image.Image) -> Image.Image:
+    """Decode a (possibly lazy, e.g. from ``Image.open``) PIL image, refusing truncated data."""
+    prev_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        img.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"corrupt or truncated image ({exc})") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = prev_truncated
+    return img
 
 
 def load_image(
@@ -101,7 +115,7 @@ def load_image(
         w, h = source.size
         if w * h > max_pixels:
             raise InputTooLargeError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
-        return np.asarray(_to_rgb(ImageOps.exif_transpose(source)))
+        return np.asarray(_to_rgb(ImageOps.exif_transpose(_load_pil(source))))
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -114,6 +128,10 @@ def load_image(
         name, data = "image", bytes(source)
     elif hasattr(source, "read"):
         name, data = getattr(source, "name", "image"), source.read(max_bytes + 1)
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        if not isinstance(data, bytes):  # a text-mode file would otherwise be taken as a file name
+            raise InputError(f"{name}: unsupported image input: open the file in binary mode ('rb')")
     else:
         raise InputError(f"unsupported image input of type {type(source).__name__}; pass a path, bytes, PIL image or array")
     if len(data) > max_bytes:
@@ -140,5 +158,11 @@ def _array_to_rgb(arr: np.ndarray, max_pixels: int) -> np.ndarray:
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
             arr = arr * 255.0
+        elif arr.dtype == np.uint16:  # 16-bit data, scaled like a 16-bit PNG rather than clipped
+            arr = np.rint(arr / 257.0)
         arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+    if arr.shape[2] == 4:  # composite on white, like an RGBA file
+        alpha = arr[..., 3:].astype(np.float32) / 255.0
+        rgb = arr[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(arr[..., :3])
