@@ -241,12 +241,12 @@ def test_to_dict_schema_and_round_trip():
     seg = make_seg()
     data = json.loads(seg.to_json(indent=2))
     assert data["schema_version"] == SCHEMA_VERSION
-    assert data["image"] == {"width": W, "height": H}
+    assert (data["width"], data["height"]) == (W, H)
     assert data["prompts"][0] == {"text": "cat", "query": "cat", "presence_score": 0.95, "count": 2}
     assert data["timings"] == {"infer": 0.123457}
     first = data["instances"][0]
     assert first["id"] == 0 and first["prompt"] == "cat" and first["area"] == 48
-    assert first["box"] == [2.0, 2.0, 10.0, 8.0]
+    assert first["box_xyxy"] == [2.0, 2.0, 10.0, 8.0]
     back = Segmentation.from_dict(data)
     np.testing.assert_array_equal(back.masks, seg.masks)
     np.testing.assert_array_equal(back.boxes, seg.boxes)

@@ -15,7 +15,7 @@ def test_engine_json_validates_against_the_schema(segmenter, cat_photo):
     data = json.loads(result.to_json())
     model = SegmentationOut.model_validate(data)
     assert len(model.instances) == len(result) > 0
-    assert model.image.width == 451 and model.image.height == 300
+    assert model.width == 451 and model.height == 300
     assert all(inst.mask is not None and inst.mask.size == [300, 451] for inst in model.instances)
     assert model.model_dump(exclude_none=True, exclude={"source"}) == data
 
@@ -27,9 +27,9 @@ def test_empty_result_validates(segmenter, cat_photo):
 
 
 @pytest.mark.parametrize("path, value", [
-    (("instances", 0, "box"), [1, 2, 3]),
+    (("instances", 0, "box_xyxy"), [1, 2, 3]),
     (("instances", 0, "score"), 1.5),
-    (("image", "width"), 0),
+    (("width",), 0),
     (("prompts", 0, "count"), -1),
 ])
 def test_schema_rejects_malformed_results(segmenter, cat_photo, path, value):
@@ -44,5 +44,5 @@ def test_schema_rejects_malformed_results(segmenter, cat_photo, path, value):
 
 def test_json_schema_documents_the_fields():
     schema = SegmentationOut.model_json_schema()
-    assert {"image", "prompts", "instances"} <= set(schema["required"])
+    assert {"width", "height", "prompts", "instances"} <= set(schema["required"])
     assert "XYXY" in json.dumps(schema)

@@ -114,7 +114,7 @@ class Instance:
             "prompt": self.prompt,
             "prompt_index": self.prompt_index,
             "score": round(float(self.score), 6),
-            "box": [round(float(v), 2) for v in self.box],
+            "box_xyxy": [round(float(v), 2) for v in self.box],
             "area": int(self.area),
             "area_ratio": round(float(self.area_ratio), 6),
         }
@@ -177,7 +177,7 @@ class Segmentation:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segmentation:
         """Inverse of `to_dict` (masks decoded from RLE)."""
-        width, height = int(data["image"]["width"]), int(data["image"]["height"])
+        width, height = int(data["width"]), int(data["height"])
         prompts = [
             PromptResult(text=p["text"], query=p.get("query"), presence_score=p["presence_score"], count=p["count"])
             for p in data["prompts"]
@@ -189,7 +189,7 @@ class Segmentation:
             height=height,
             prompts=prompts,
             masks=masks,
-            boxes=np.array([i["box"] for i in inst], np.float32).reshape(-1, 4),
+            boxes=np.array([i["box_xyxy"] for i in inst], np.float32).reshape(-1, 4),
             scores=np.array([i["score"] for i in inst], np.float32),
             prompt_ids=np.array([i["prompt_index"] for i in inst], np.int64),
             timings=dict(data.get("timings", {})),
@@ -270,7 +270,8 @@ class Segmentation:
             instances.append(d)
         return {
             "schema_version": SCHEMA_VERSION,
-            "image": {"width": self.width, "height": self.height},
+            "width": self.width,
+            "height": self.height,
             "prompts": [p.to_dict() for p in self.prompts],
             "instances": instances,
             "timings": {k: round(float(v), 6) for k, v in self.timings.items()},

@@ -17,11 +17,6 @@ class RLE(BaseModel):
     counts: str
 
 
-class ImageSize(BaseModel):
-    width: int = Field(gt=0)
-    height: int = Field(gt=0)
-
-
 class PromptOut(BaseModel):
     text: str = Field(description="The prompt as given")
     query: str = Field(description="What the model saw (differs when the prompt was translated)")
@@ -34,7 +29,7 @@ class InstanceOut(BaseModel):
     prompt: str
     prompt_index: int = Field(ge=0)
     score: float = Field(ge=0, le=1)
-    box: list[float] = Field(min_length=4, max_length=4, description="XYXY in original-image pixels")
+    box_xyxy: list[float] = Field(min_length=4, max_length=4, description="XYXY in original-image pixels")
     area: int = Field(ge=0, description="Mask area in pixels")
     area_ratio: float = Field(ge=0, le=1, description="Mask area / image area")
     mask: RLE | None = None
@@ -44,7 +39,8 @@ class SegmentationOut(BaseModel):
     """One image's result: the schema of `Segmentation.to_dict()`."""
 
     schema_version: int
-    image: ImageSize
+    width: int = Field(gt=0, description="Image width in pixels (after EXIF orientation)")
+    height: int = Field(gt=0, description="Image height in pixels (after EXIF orientation)")
     prompts: list[PromptOut]
     instances: list[InstanceOut]
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage")
