@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/sam3studio info $(ARGS)
+	$(BIN)/sam3studio serve $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(ARGS)

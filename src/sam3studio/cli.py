@@ -204,6 +204,46 @@ def segment(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------------------- serve
+@app.command()
+def serve(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Hub id, local directory, modelscope:<id>, or 'random'. "
+                                               "[env: SAM3STUDIO_MODEL; default facebook/sam3]", show_default=False)] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on [default 127.0.0.1].",
+                                             show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port [default 7860].", show_default=False)] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False)] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.", show_default=False)] = None,
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the REST API only.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Serve the web UI at / and the REST API at /api/v1 on one port (settings also from SAM3STUDIO_* env)."""
+    _quiet_libraries(debug)
+    from pydantic import ValidationError
+
+    from sam3studio.settings import Settings
+
+    overrides = {k: v for k, v in {"model": model, "host": host, "port": port, "device": device, "dtype": dtype}.items()
+                 if v is not None}
+    if no_ui:
+        overrides["ui"] = False
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), debug, code=2) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from sam3studio.api import create_app
+
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/] listening on {settings.host} without authentication; "
+                          "anyone who can reach this address can use the server.")
+    console.print(f"Loading SAM 3 from [bold]{settings.model}[/] in the background; "
+                  f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info" if debug else "warning")
+
+
 # ---------------------------------------------------------------------------- info
 @app.command()
 def info(

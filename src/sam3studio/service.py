@@ -1,0 +1,173 @@
+"""In-process service shared by the REST API and the UI: model lifecycle, input decoding, admission.
+
+Both edges call `SegmentService.segment`, so they share one admission gate and never compete for
+the model without bound: at most ``max_concurrent`` requests run model work, ``max_queue`` more
+wait, and anything beyond is refused at once with `Overloaded` (HTTP 503 + Retry-After).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sam3studio.errors import InputError, Sam3StudioError
+from sam3studio.io.images import load_image
+from sam3studio.prompts import parse_prompts
+from sam3studio.refine import RefineOptions
+from sam3studio.results import Segmentation
+from sam3studio.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AdmissionGate", "NotReady", "Overloaded", "SegmentOptions", "SegmentService"]
+
+
+class Overloaded(Sam3StudioError):
+    """Too many requests are waiting for the model. Maps to HTTP 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotReady(Sam3StudioError):
+    """The model is still loading, or failed to load. Maps to HTTP 503."""
+
+
+class AdmissionGate:
+    """At most ``max_concurrent`` holders at once and ``max_queue`` waiters; the rest are refused."""
+
+    def __init__(self, max_concurrent: int = 1, max_queue: int = 8, timeout: float = 120.0) -> None:
+        self.max_concurrent, self.max_queue, self.timeout = max_concurrent, max_queue, timeout
+        self._cond = threading.Condition()
+        self.active = 0
+        self.waiting = 0
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        with self._cond:
+            if self.active >= self.max_concurrent and self.waiting >= self.max_queue:
+                raise Overloaded(
+                    f"server busy: {self.active} request(s) running and {self.waiting} waiting; try again shortly",
+                    retry_after=max(1, int(self.waiting + 1)),
+                )
+            self.waiting += 1
+            try:
+                deadline = time.monotonic() + self.timeout
+                while self.active >= self.max_concurrent:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise Overloaded(f"server busy: waited {self.timeout:.0f} s for the model; try again later")
+                    self._cond.wait(timeout=left)
+            finally:
+                self.waiting -= 1
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.active -= 1
+                self._cond.notify()
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    fill_holes: float = 0.0
+    min_island: float = 0.0
+    smooth: int = 0
+    max_instances: int | None = None
+
+    def refine(self) -> RefineOptions:
+        try:
+            return RefineOptions(fill_holes=self.fill_holes, min_island=self.min_island, smooth=self.smooth)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+
+class SegmentService:
+    """Owns the segmenter (loaded once, in the background or up front) and the admission gate."""
+
+    def __init__(self, settings: Settings, segmenter: Any | None = None) -> None:
+        self.settings = settings
+        self.segmenter = segmenter
+        self.load_error: str | None = None
+        self.loading = False
+        self.gate = AdmissionGate(settings.max_concurrent, settings.max_queue, settings.queue_timeout_s)
+        self._load_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def load(self) -> None:
+        """Load the model named in the settings (blocking). Errors are kept for /ready and the UI."""
+        from sam3studio.model import load_segmenter
+
+        with self._load_lock:
+            if self.segmenter is not None:
+                return
+            self.loading = True
+            t0 = time.perf_counter()
+            log.info("Loading SAM 3 from %s …", self.settings.model)
+            try:
+                self.segmenter = load_segmenter(self.settings.model, device=self.settings.device,
+                                                dtype=self.settings.dtype)
+                self.load_error = None
+                log.info("Model ready in %.1f s: %s", time.perf_counter() - t0, self.segmenter.info())
+            except Exception as exc:  # kept and shown: the server stays up to say what went wrong
+                self.load_error = str(exc)
+                log.error("Model failed to load: %s", exc)
+            finally:
+                self.loading = False
+
+    def load_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self.load, name="sam3studio-model-load", daemon=True)
+        thread.start()
+        return thread
+
+    @property
+    def ready(self) -> bool:
+        return self.segmenter is not None
+
+    def require_ready(self) -> Any:
+        if self.segmenter is not None:
+            return self.segmenter
+        if self.load_error:
+            raise NotReady(f"the model could not be loaded: {self.load_error}")
+        raise NotReady("the model is still loading; try again in a moment")
+
+    def info(self) -> dict[str, Any]:
+        model = self.segmenter.info() if self.segmenter is not None else {"source": self.settings.model}
+        return {"ready": self.ready, "loading": self.loading, "error": self.load_error, "model": model}
+
+    # ------------------------------------------------------------------ inputs
+    def decode_image(self, data: bytes | np.ndarray | Any) -> np.ndarray:
+        return load_image(data, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_upload_bytes)
+
+    def fetch_image(self, url: str) -> np.ndarray:
+        from sam3studio.io.urls import FetchPolicy, fetch_url
+
+        policy = FetchPolicy(max_bytes=self.settings.max_upload_bytes, timeout=self.settings.url_timeout_s,
+                             allow_private=self.settings.allow_private_urls)
+        return self.decode_image(fetch_url(url, policy))
+
+    def parse_prompts(self, prompts: str | Sequence[str] | None) -> list[str]:
+        return parse_prompts(prompts, max_prompts=self.settings.max_prompts, max_chars=self.settings.max_prompt_chars)
+
+    # ------------------------------------------------------------------ work
+    def segment(self, image: np.ndarray, prompts: str | Sequence[str] | None,
+                options: SegmentOptions = SegmentOptions()) -> Segmentation:
+        """Validate, wait for admission, run the model. Raises only `Sam3StudioError` for bad input or load."""
+        queries = self.parse_prompts(prompts)
+        refine = options.refine()
+        limit = min(options.max_instances or self.settings.max_instances, self.settings.max_instances)
+        segmenter = self.require_ready()
+        with self.gate.admit():
+            return segmenter.segment(image, queries, score_threshold=options.score_threshold,
+                                     mask_threshold=options.mask_threshold, refine=refine, max_instances=limit)

@@ -1,0 +1,40 @@
+"""Server settings: one typed class, read from ``SAM3STUDIO_*`` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of ``sam3studio serve``. Environment: ``SAM3STUDIO_<NAME>`` (e.g. ``SAM3STUDIO_PORT``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SAM3STUDIO_", extra="ignore", protected_namespaces=())
+
+    model: str = Field("facebook/sam3", description="Hub id, local directory, modelscope:<id> or 'random'")
+    device: str = "auto"
+    dtype: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+
+    # Input limits (API, UI and URL fetches).
+    max_upload_mb: float = Field(20.0, gt=0, description="Largest accepted image upload or download")
+    max_pixels: int = Field(40_000_000, gt=0, description="Largest accepted image, width x height")
+    max_prompts: int = Field(16, ge=1, le=64)
+    max_prompt_chars: int = Field(200, ge=1)
+    max_instances: int = Field(100, ge=1, description="Most instances returned per image")
+
+    # Admission: model work runs `max_concurrent` at a time; `max_queue` more may wait.
+    max_concurrent: int = Field(1, ge=1)
+    max_queue: int = Field(8, ge=0)
+    queue_timeout_s: float = Field(120.0, gt=0, description="Longest a request waits for the model")
+
+    # image_url fetching.
+    url_timeout_s: float = Field(10.0, gt=0)
+    allow_private_urls: bool = Field(False, description="Allow image_url to reach private addresses (trusted networks only)")
+
+    ui: bool = Field(True, description="Serve the Gradio UI at /")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
