@@ -264,8 +264,19 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         responses={413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
     )
     app.state.service = service
-    app.openapi_schema = None
-    app.router.default_response_class = JSONResponse
+
+    def openapi() -> dict[str, Any]:
+        """The generated document, plus the JSON request model that the segment route reads by hand."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})["SegmentJSONRequest"] = (
+                SegmentJSONRequest.model_json_schema(ref_template="#/components/schemas/{model}"))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -115,7 +115,7 @@ def load_image(
         w, h = source.size
         if w * h > max_pixels:
             raise InputTooLargeError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
-        return np.asarray(_to_rgb(ImageOps.exif_transpose(_load_pil(source))))
+        return np.array(_to_rgb(ImageOps.exif_transpose(_load_pil(source))))
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -143,7 +143,7 @@ def load_image(
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block should not lose an otherwise good image
         pass
-    return np.asarray(_to_rgb(img))
+    return np.array(_to_rgb(img))  # writable: torch warns on read-only arrays
 
 
 def _array_to_rgb(arr: np.ndarray, max_pixels: int) -> np.ndarray:
