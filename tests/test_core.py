@@ -295,3 +295,21 @@ def test_oracle_outputs_map_to_the_right_pixels(tiny_checkpoint, height, width):
         outer[max(0, round(y1 * height) - my) : round(y2 * height) + my,
               max(0, round(x1 * width) - mx) : round(x2 * width) + mx] = True
         assert not mask[~outer].any()
+
+
+def test_translator_maps_prompts_to_queries_and_reports_unknown_words(tiny_checkpoint, cat_photo):
+    from sam3studio.prompts import Translation
+
+    table = {"猫": Translation("cat"), "小狗": Translation("dog"), "某物": Translation("thing", unknown=("某",))}
+    seg = load_segmenter(str(tiny_checkpoint), device="cpu", dtype="float32",
+                         translator=lambda text: table.get(text, Translation(text)))
+    result = seg.segment(cat_photo, "猫, 小狗, 某物, cat", score_threshold=LOW)
+    assert [(p.text, p.query) for p in result.prompts] == [("猫", "cat"), ("小狗", "dog"), ("某物", "thing"),
+                                                           ("cat", "cat")]
+    assert result.prompts[2].unknown_words == ("某",)
+    assert result.prompts[0].count == result.prompts[3].count  # same query, same answer
+    assert seg.stats.text_encoder_calls == 1 and seg.stats.head_passes == 1  # "cat" ran once
+
+    english = load_segmenter(str(tiny_checkpoint), device="cpu", dtype="float32").segment(
+        cat_photo, "cat, dog", score_threshold=LOW)
+    np.testing.assert_allclose(result[np.asarray(result.prompt_ids) < 2].scores, english.scores, atol=1e-6)

@@ -242,7 +242,7 @@ def test_to_dict_schema_and_round_trip():
     data = json.loads(seg.to_json(indent=2))
     assert data["schema_version"] == SCHEMA_VERSION
     assert (data["width"], data["height"]) == (W, H)
-    assert data["prompts"][0] == {"text": "cat", "query": "cat", "presence_score": 0.95, "count": 2}
+    assert data["prompts"][0] == {"text": "cat", "query": "cat", "presence_score": 0.95, "count": 2, "unknown_words": []}
     assert data["timings"] == {"infer": 0.123457}
     first = data["instances"][0]
     assert first["id"] == 0 and first["prompt"] == "cat" and first["area"] == 48

@@ -302,6 +302,11 @@ def info(
     console.print(table)
 
 
+# ---------------------------------------------------------------------------- commands from other modules
+# One line per command defined elsewhere (heavy imports stay inside the command functions):
+# app.command("name")(function)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -36,7 +36,7 @@ from cachetools import LRUCache
 from sam3studio.errors import InputError
 from sam3studio.io.images import ImageInput, load_image
 from sam3studio.model import LoadedModel, inference_context
-from sam3studio.prompts import parse_prompts
+from sam3studio.prompts import Translator, identity_translator, parse_prompts
 from sam3studio.refine import RefineOptions
 from sam3studio.results import PromptResult, Segmentation
 
@@ -127,6 +127,7 @@ class Segmenter:
         text_cache_size: int = 512,
         prediction_cache_mb: int = 512,
         prompt_batch_size: int = 8,
+        translator: Translator | None = None,
     ) -> None:
         if prompt_batch_size < 1:
             raise ValueError(f"prompt_batch_size must be >= 1, got {prompt_batch_size}")
@@ -139,6 +140,7 @@ class Segmenter:
         self.source = source
         self.architecture = architecture or type(model).__name__
         self.prompt_batch_size = prompt_batch_size
+        self.translator: Translator = translator or identity_translator
         self.stats = SegmenterStats()
         self._lock = threading.RLock()
         self._images: LRUCache = LRUCache(maxsize=max(1, image_cache_size))
@@ -199,7 +201,9 @@ class Segmenter:
         """
         timer = _Timer(dict.fromkeys(("decode", "image_encoding", "prompts", "postprocess"), 0.0))
         start = t = time.perf_counter()
-        queries = parse_prompts(prompts)
+        texts = parse_prompts(prompts)
+        translations = [self.translator(t) for t in texts]
+        queries = [tr.query for tr in translations]
         _validate_thresholds(score_threshold, mask_threshold, max_instances)
         rgb = load_image(image)
         key = _image_key(rgb)
@@ -207,8 +211,8 @@ class Segmenter:
         with self._lock:
             raw = self._predict(key, rgb, queries, timer)
         t = time.perf_counter()
-        seg = self._postprocess(raw, queries, rgb.shape[0], rgb.shape[1], score_threshold, mask_threshold,
-                                max_instances)
+        seg = self._postprocess(raw, texts, translations, rgb.shape[0], rgb.shape[1], score_threshold,
+                                mask_threshold, max_instances)
         if refine is not None and not refine.is_noop and len(seg):
             seg.masks = refine.apply(seg.masks)
         t = timer.add("postprocess", t)
@@ -218,7 +222,7 @@ class Segmenter:
 
     # ------------------------------------------------------------------ model passes
     def _predict(self, key: str, rgb: np.ndarray, queries: list[str], timer: _Timer) -> list[_RawPrediction]:
-        missing = [q for q in queries if (key, q) not in self._predictions]
+        missing = [q for q in dict.fromkeys(queries) if (key, q) not in self._predictions]
         self.stats.prediction_cache_hits += len(queries) - len(missing)
         results: dict[str, _RawPrediction] = {q: self._predictions[(key, q)] for q in queries if q not in missing}
         if missing:
@@ -304,7 +308,8 @@ class Segmenter:
     def _postprocess(
         self,
         raw: list[_RawPrediction],
-        queries: list[str],
+        texts: list[str],
+        translations: list,
         height: int,
         width: int,
         score_threshold: float,
@@ -344,9 +349,11 @@ class Segmenter:
         nonempty = masks.reshape(len(picks), -1).any(axis=1) if picks else np.zeros(0, bool)
         prompt_ids = np.array([p for p, _, _ in picks], dtype=np.int64)[nonempty]
         scores = np.array([s for _, _, s in picks], dtype=np.float32)[nonempty]
-        counts = np.bincount(prompt_ids, minlength=len(queries))
+        counts = np.bincount(prompt_ids, minlength=len(texts))
         prompt_results = [
-            PromptResult(text=q, presence_score=raw[i].presence, count=int(counts[i])) for i, q in enumerate(queries)
+            PromptResult(text=text, query=tr.query, presence_score=raw[i].presence, count=int(counts[i]),
+                         unknown_words=tuple(tr.unknown))
+            for i, (text, tr) in enumerate(zip(texts, translations, strict=True))
         ]
         return Segmentation(
             width=width,

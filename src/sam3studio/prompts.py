@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sam3studio.errors import InputError
 
@@ -13,7 +14,27 @@ MAX_PROMPT_CHARS = 200
 # ASCII comma, full-width comma, ideographic comma and semicolons separate prompts.
 _SEPARATORS = re.compile(r"[,，、;；]")
 
-__all__ = ["parse_prompts", "MAX_PROMPTS", "MAX_PROMPT_CHARS"]
+__all__ = ["parse_prompts", "MAX_PROMPTS", "MAX_PROMPT_CHARS", "Translation", "Translator", "identity_translator"]
+
+
+@dataclass(frozen=True)
+class Translation:
+    """What a prompt becomes before it reaches the model.
+
+    ``query`` is the text the model sees; ``unknown`` lists words the translator did not understand
+    (they are reported to the user, never silently dropped).
+    """
+
+    query: str
+    unknown: tuple[str, ...] = ()
+
+
+# A translator maps one parsed prompt to the model's query (e.g. Chinese to English noun phrases).
+Translator = Callable[[str], Translation]
+
+
+def identity_translator(text: str) -> Translation:
+    return Translation(query=text)
 
 
 def parse_prompts(

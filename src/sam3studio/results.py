@@ -81,6 +81,7 @@ class PromptResult:
     presence_score: float
     count: int
     query: str | None = None
+    unknown_words: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.query is None:
@@ -92,6 +93,7 @@ class PromptResult:
             "query": self.query,
             "presence_score": round(float(self.presence_score), 6),
             "count": int(self.count),
+            "unknown_words": list(self.unknown_words),
         }
 
 
@@ -179,7 +181,8 @@ class Segmentation:
         """Inverse of `to_dict` (masks decoded from RLE)."""
         width, height = int(data["width"]), int(data["height"])
         prompts = [
-            PromptResult(text=p["text"], query=p.get("query"), presence_score=p["presence_score"], count=p["count"])
+            PromptResult(text=p["text"], query=p.get("query"), presence_score=p["presence_score"], count=p["count"],
+                         unknown_words=tuple(p.get("unknown_words", ())))
             for p in data["prompts"]
         ]
         inst = data["instances"]

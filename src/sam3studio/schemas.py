@@ -22,6 +22,7 @@ class PromptOut(BaseModel):
     query: str = Field(description="What the model saw (differs when the prompt was translated)")
     presence_score: float = Field(ge=0, le=1, description="SAM 3's probability that the concept is in the image")
     count: int = Field(ge=0, description="Instances kept for this prompt; 0 means no match")
+    unknown_words: list[str] = Field(default_factory=list, description="Words the translator did not understand")
 
 
 class InstanceOut(BaseModel):
