@@ -305,6 +305,8 @@ def info(
 # ---------------------------------------------------------------------------- commands from other modules
 # One line per command defined elsewhere (heavy imports stay inside the command functions):
 # app.command("name")(function)
+from sam3studio.evaluation.cli import eval_command  # noqa: E402, I001
+app.command("eval")(eval_command)
 
 
 def main() -> None:
