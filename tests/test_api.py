@@ -272,3 +272,17 @@ def test_a_bug_is_a_logged_json_500_not_a_crash(settings, segmenter, cat_png, mo
         _error(_post_image(c, cat_png), 500, "internal_error")
         monkeypatch.undo()
         assert _post_image(c, cat_png).status_code == 200
+
+
+def test_chinese_prompts_are_translated_and_both_forms_returned(client, cat_png):
+    resp = _post_image(client, cat_png, prompt="猫, 红色的汽车")
+    assert resp.status_code == 200, resp.text
+    prompts = resp.json()["prompts"]
+    assert [(p["text"], p["query"]) for p in prompts] == [("猫", "cat"), ("红色的汽车", "red car")]
+    english = _post_image(client, cat_png, prompt="cat").json()
+    assert prompts[0]["count"] == english["prompts"][0]["count"]
+
+
+def test_untranslatable_chinese_prompt_is_400(client, cat_png):
+    message = _error(_post_image(client, cat_png, prompt="饕餮魑魅"), 400, "bad_input")
+    assert "饕餮魑魅" in message or "understood" in message

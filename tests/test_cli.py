@@ -157,3 +157,12 @@ def test_overlay_differs_from_the_photo_where_masks_are(tiny_checkpoint, images,
     assert len(seg) > 0
     union = seg.masks.any(axis=0)
     assert np.abs(overlay[union].astype(int) - photo[union]).mean() > 5
+
+
+def test_segment_with_a_chinese_prompt_shows_and_records_the_translation(tiny_checkpoint, images, tmp_path):
+    out = tmp_path / "out"
+    res = _segment([str(images / "cat.jpg"), "-p", "紅色的汽車", "-t", "0.05", "-o", str(out)], tiny_checkpoint)
+    assert res.exit_code == 0, res.output
+    assert "→ red car" in res.output
+    data = json.loads((out / "cat.json").read_text())
+    assert (data["prompts"][0]["text"], data["prompts"][0]["query"]) == ("紅色的汽車", "red car")

@@ -43,6 +43,8 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local dire
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", envvar="SAM3STUDIO_DEVICE")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.", envvar="SAM3STUDIO_DTYPE")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library logs.")]
+TranslatorOpt = Annotated[str, typer.Option("--translator", help="Prompt translator: lexicon (Chinese to English, offline), "
+                                            "none, or a local MarianMT folder.", envvar="SAM3STUDIO_TRANSLATOR")]
 
 
 def _fail(message: str, debug: bool, code: int = 1) -> typer.Exit:
@@ -130,6 +132,7 @@ def segment(
     model: ModelOpt = "facebook/sam3",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    translator: TranslatorOpt = "lexicon",
     debug: DebugOpt = False,
 ) -> None:
     """Segment images by text prompts and write JSON, overlays, masks and cutouts."""
@@ -161,11 +164,19 @@ def segment(
 
         with console.status(f"Loading SAM 3 from [bold]{model}[/] …"):
             try:
-                segmenter = load_segmenter(model, device=device, dtype=dtype)
+                segmenter = load_segmenter(model, device=device, dtype=dtype, translator=translator)
             except (ModelSourceError, InputError) as exc:
                 raise _fail(str(exc), debug) from None
         info = segmenter.info()
         console.print(f"Model [bold]{info['source']}[/] on {info['device']} ({info['dtype']})", highlight=False)
+        try:  # translate once up front: an untranslatable prompt is a usage error, not a per-image failure
+            translations = [segmenter.translator(q) for q in queries]
+        except Sam3StudioError as exc:
+            raise _fail(str(exc), debug, code=2) from None
+        for q, tr in zip(queries, translations, strict=True):
+            if tr.query != q or tr.unknown:
+                note = f" [yellow](not understood: {', '.join(tr.unknown)})[/]" if tr.unknown else ""
+                console.print(f"Prompt [bold]{q}[/] → {tr.query}{note}", highlight=False)
         progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TextColumn("images"), TimeElapsedColumn(),
                             TextColumn("ETA"), TimeRemainingColumn(), console=console,
@@ -214,6 +225,8 @@ def serve(
     port: Annotated[int | None, typer.Option("--port", help="Port [default 7860].", show_default=False)] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False)] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.", show_default=False)] = None,
+    translator: Annotated[str | None, typer.Option("--translator", help="lexicon (default), none, or a MarianMT folder.",
+                                                   show_default=False)] = None,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the REST API only.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -223,7 +236,8 @@ def serve(
 
     from sam3studio.settings import Settings
 
-    overrides = {k: v for k, v in {"model": model, "host": host, "port": port, "device": device, "dtype": dtype}.items()
+    overrides = {k: v for k, v in {"model": model, "host": host, "port": port, "device": device, "dtype": dtype,
+                                                   "translator": translator}.items()
                  if v is not None}
     if no_ui:
         overrides["ui"] = False
@@ -307,6 +321,8 @@ def info(
 # app.command("name")(function)
 from sam3studio.evaluation.cli import eval_command  # noqa: E402, I001
 app.command("eval")(eval_command)
+from sam3studio.translate.cli import prompt_command  # noqa: E402, I001
+app.command("prompt")(prompt_command)
 
 
 def main() -> None:

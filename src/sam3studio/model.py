@@ -249,12 +249,18 @@ def load_model(source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = 
 
 
 def load_segmenter(
-    source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = "auto", **options: Any
+    source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = "auto", translator: Any = "lexicon",
+    **options: Any
 ) -> Segmenter:
     """Load SAM 3 from ``source`` and wrap it in a `sam3studio.core.Segmenter`.
 
+    ``translator`` turns prompts into English queries: ``"lexicon"`` (default: Chinese prompts are
+    translated offline, English passes unchanged), ``"none"``, a local MarianMT folder, or a callable.
     ``options`` go to the `Segmenter` constructor (cache sizes, prompt batch size).
     """
     from sam3studio.core import Segmenter
+    from sam3studio.translate import get_translator
 
-    return Segmenter.from_loaded(load_model(source, device=device, dtype=dtype), **options)
+    if translator is None or isinstance(translator, str):
+        translator = get_translator(translator)
+    return Segmenter.from_loaded(load_model(source, device=device, dtype=dtype), translator=translator, **options)
