@@ -227,6 +227,8 @@ def serve(
     dtype: Annotated[str | None, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.", show_default=False)] = None,
     translator: Annotated[str | None, typer.Option("--translator", help="lexicon (default), none, or a MarianMT folder.",
                                                    show_default=False)] = None,
+    lang: Annotated[str | None, typer.Option("--lang", help="UI language: auto (the browser's), en or zh [default auto].",
+                                             show_default=False)] = None,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the REST API only.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -237,7 +239,7 @@ def serve(
     from sam3studio.settings import Settings
 
     overrides = {k: v for k, v in {"model": model, "host": host, "port": port, "device": device, "dtype": dtype,
-                                                   "translator": translator}.items()
+                                                   "translator": translator, "lang": lang}.items()
                  if v is not None}
     if no_ui:
         overrides["ui"] = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,6 +37,7 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(False, description="Allow image_url to reach private addresses (trusted networks only)")
 
     ui: bool = Field(True, description="Serve the Gradio UI at /")
+    lang: Literal["auto", "en", "zh"] = Field("auto", description="UI language; 'auto' follows the browser's Accept-Language")
 
     @property
     def max_upload_bytes(self) -> int:

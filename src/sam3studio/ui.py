@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from sam3studio import i18n
 from sam3studio.errors import Sam3StudioError
 from sam3studio.service import SegmentOptions, SegmentService
 
@@ -22,8 +23,9 @@ EXAMPLE_PHOTOS = {  # scikit-image ships these real photos in its wheel: no down
     "rocket": lambda d: d.rocket(),
     "motorcycle": lambda d: d.stereo_motorcycle()[0],
 }
-PROMPT_CHIPS = ["cat", "person", "cup", "red car", "wooden table", "leftmost person", "white clothes", "eyes"]
-TABLE_HEADERS = ["id", "prompt", "score", "area %", "box (x1, y1, x2, y2)"]
+# English and Chinese prompt chips side by side: both reach the model as English noun phrases.
+PROMPT_CHIPS = ["cat", "person", "red car", "wooden table", "leftmost person", "eyes", "猫", "红色的汽车", "穿白衣服的人"]
+TABLE_HEADERS = i18n.text("en", "headers")
 _KEEP_RUN_DIRS = 32
 
 
@@ -63,26 +65,27 @@ class _RunDirs:
             return path
 
 
-def _suggestion(text: str, presence: float, threshold: float) -> str:
-    return (f"no match for **{text}** (presence {presence:.2f}). Try a more concrete noun "
-            f"(\"dog\" rather than \"animal\"), fewer words, or a lower threshold than {threshold:.2f}.")
-
-
-def prompt_summary(seg, threshold: float) -> str:
+def prompt_summary(seg, threshold: float, lang: str = "en") -> str:
+    """One line per prompt: its count and presence, the English query when it was translated, and any
+    word the translator did not understand; a prompt without match gets a suggestion."""
     lines = []
     for p in seg.prompts:
+        query = i18n.text(lang, "query", query=p.query) if p.query != p.text else ""
+        fields = {"text": p.text, "query": query, "presence": p.presence_score}
         if p.count:
-            lines.append(f"- **{p.text}**: {p.count} instance{'s' if p.count != 1 else ''} (presence {p.presence_score:.2f})")
+            lines.append(i18n.text(lang, "match", count=p.count, plural="s" if p.count != 1 else "", **fields))
         else:
-            lines.append(f"- {_suggestion(p.text, p.presence_score, threshold)}")
+            lines.append(i18n.text(lang, "no_match", threshold=threshold, **fields))
+        if p.unknown_words:
+            lines.append(i18n.text(lang, "unknown", words=", ".join(p.unknown_words)))
     return "\n".join(lines)
 
 
-def status_line(seg, info: dict[str, str]) -> str:
+def status_line(seg, info: dict[str, str], lang: str = "en") -> str:
     t = seg.timings
-    return (f"image encoding {t.get('image_encoding', 0):.2f} s · prompts {t.get('prompts', 0):.2f} s · "
-            f"post-processing {t.get('postprocess', 0):.2f} s · total {t.get('total', 0):.2f} s · "
-            f"{info.get('device')} · {info.get('dtype')} · model {info.get('source')}")
+    return i18n.text(lang, "status", encode=t.get("image_encoding", 0), prompts=t.get("prompts", 0),
+                     post=t.get("postprocess", 0), total=t.get("total", 0), device=info.get("device"),
+                     dtype=info.get("dtype"), source=info.get("source"))
 
 
 def instance_rows(seg) -> list[list[Any]]:
@@ -91,30 +94,41 @@ def instance_rows(seg) -> list[list[Any]]:
 
 
 def build_ui(service: SegmentService) -> gr.Blocks:
-    """The Blocks app. Every handler goes through ``service`` (shared admission gate, limits)."""
+    """The Blocks app. Every handler goes through ``service`` (shared admission gate, limits).
+
+    Every word on the page comes from `sam3studio.i18n`; the language switch relabels the page in
+    place, and a page opens in ``settings.lang`` or, when that is "auto", the browser's language.
+    """
     from sam3studio.export import write_outputs
 
+    settings = service.settings
     run_dirs = _RunDirs()
+    t = i18n.text
+    first_lang = i18n.pick_language(settings.lang)  # what the page is built in, before the browser is known
 
-    def model_banner() -> str:
+    def model_banner(lang: str = first_lang) -> str:
         state = service.info()
         if state["ready"]:
             m = state["model"]
-            return f"Model **{m['source']}** ready on {m['device']} ({m['dtype']})."
+            return t(lang, "banner_ready", source=m["source"], device=m["device"], dtype=m["dtype"])
         if state["error"]:
-            return f"⚠️ The model could not be loaded: {state['error']}"
-        return "⏳ The model is loading; the first run may wait for it."
+            return t(lang, "banner_error", error=state["error"])
+        return t(lang, "banner_loading")
 
-    def run(image_path, prompt, threshold, mask_threshold, fill_holes, min_island, smooth):
+    def table_value(rows: list[list[Any]], lang: str) -> dict[str, Any]:
+        return {"headers": t(lang, "headers"), "data": rows}
+
+    def run(image_path, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang="en"):
+        lang = i18n.normalize(lang)
         if not image_path:
-            raise gr.Error("Upload an image or pick an example first.")
+            raise gr.Error(t(lang, "no_image"))
         try:
             rgb = service.decode_image(Path(image_path))
             options = SegmentOptions(score_threshold=float(threshold), mask_threshold=float(mask_threshold),
                                      fill_holes=float(fill_holes), min_island=float(min_island), smooth=int(smooth))
             seg = service.segment(rgb, prompt, options)
         except Sam3StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(t(lang, "error", detail=str(exc))) from None
         info = service.segmenter.info()
         annotations = [(seg.masks[i].astype(np.float32), f"{inst.prompt} · {inst.score:.2f} (#{inst.id})")
                        for i, inst in enumerate(seg)]
@@ -123,8 +137,8 @@ def build_ui(service: SegmentService) -> gr.Blocks:
         zip_path = shutil.make_archive(str(out_dir / "result.masks"), "zip", paths["masks"])
         downloads = [str(paths["json"]), str(paths["overlay"]), str(paths["cutout"]), zip_path]
         details = [inst.to_dict(include_mask=False) for inst in seg]
-        return ((rgb, annotations), instance_rows(seg), prompt_summary(seg, float(threshold)),
-                downloads, status_line(seg, info), details, "Click a mask to see its details.")
+        return ((rgb, annotations), table_value(instance_rows(seg), lang), prompt_summary(seg, float(threshold), lang),
+                downloads, status_line(seg, info, lang), details, t(lang, "details_hint"))
 
     def rerun(image_path, prompt, *rest):
         """Slider moves re-run post-processing only; before a first run there is nothing to update."""
@@ -132,52 +146,87 @@ def build_ui(service: SegmentService) -> gr.Blocks:
             return tuple(gr.skip() for _ in outputs)
         return run(image_path, prompt, *rest)
 
-    def show_details(details: list[dict], evt: gr.SelectData) -> str:
+    def show_details(details: list[dict], lang: str, evt: gr.SelectData) -> str:
         if not details or evt.index is None or not 0 <= int(evt.index) < len(details):
-            return "Click a mask to see its details."
+            return t(lang, "details_hint")
         d = details[int(evt.index)]
         x1, y1, x2, y2 = d["box_xyxy"]
-        return (f"**#{d['id']} {d['prompt']}** · score {d['score']:.3f} · area {d['area']} px "
-                f"({100 * d['area_ratio']:.2f}% of the image) · box ({x1:.0f}, {y1:.0f}) – ({x2:.0f}, {y2:.0f})")
+        return t(lang, "details", id=d["id"], prompt=d["prompt"], score=d["score"], area=d["area"],
+                 ratio=100 * d["area_ratio"], x1=x1, y1=y1, x2=x2, y2=y2)
 
     with gr.Blocks(title="sam3studio", delete_cache=(3600, 7200)) as demo:
-        gr.Markdown("# sam3studio\nType what to find — *cat*, *red car*, *leftmost person* — and get every "
-                    "matching object as a mask.")
+        with gr.Row():
+            intro = gr.Markdown(t(first_lang, "intro"))
+            lang_radio = gr.Radio([(name, code) for code, name in i18n.LANGUAGES.items()], value=first_lang,
+                                  label=t(first_lang, "language"), elem_id="language", scale=0, min_width=180)
         banner = gr.Markdown(model_banner(), elem_id="model-banner")
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="filepath", label="Image (JPG, PNG, WebP)", sources=["upload", "clipboard"],
+                image = gr.Image(type="filepath", label=t(first_lang, "image"), sources=["upload", "clipboard"],
                                  elem_id="input-image")
-                gr.Examples(examples=[[p] for p in example_paths()], inputs=[image], label="Example photos")
-                prompt = gr.Textbox(label="Prompts", placeholder="cat, red car", elem_id="prompt",
-                                    info="One or more, separated by commas.")
-                gr.Examples(examples=[[c] for c in PROMPT_CHIPS], inputs=[prompt], label="Try")
-                threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Detection threshold",
-                                      elem_id="threshold")
-                mask_threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Mask precision",
-                                           info="Higher: tighter masks.", elem_id="mask-threshold")
-                with gr.Accordion("Mask clean-up", open=False):
-                    fill_holes = gr.Slider(0, 1, value=0, step=0.01, label="Fill holes smaller than (fraction of mask)")
-                    min_island = gr.Slider(0, 1, value=0, step=0.01, label="Drop islands smaller than (fraction of mask)")
-                    smooth = gr.Slider(0, 10, value=0, step=1, label="Smooth edges (pixels)")
-                run_btn = gr.Button("Segment", variant="primary", elem_id="run")
+                photo_examples = gr.Examples(examples=[[p] for p in example_paths()], inputs=[image],
+                                             label=t(first_lang, "examples"))
+                prompt = gr.Textbox(label=t(first_lang, "prompts"), placeholder=t(first_lang, "prompts_placeholder"),
+                                    elem_id="prompt", info=t(first_lang, "prompts_info"))
+                chips = gr.Examples(examples=[[c] for c in PROMPT_CHIPS], inputs=[prompt], label=t(first_lang, "try"))
+                threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label=t(first_lang, "threshold"),
+                                      info=t(first_lang, "threshold_info"), elem_id="threshold")
+                mask_threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label=t(first_lang, "mask_precision"),
+                                           info=t(first_lang, "mask_precision_info"), elem_id="mask-threshold")
+                with gr.Accordion(t(first_lang, "cleanup"), open=False) as cleanup:
+                    fill_holes = gr.Slider(0, 1, value=0, step=0.01, label=t(first_lang, "fill_holes"))
+                    min_island = gr.Slider(0, 1, value=0, step=0.01, label=t(first_lang, "min_island"))
+                    smooth = gr.Slider(0, 10, value=0, step=1, label=t(first_lang, "smooth"))
+                run_btn = gr.Button(t(first_lang, "run"), variant="primary", elem_id="run")
             with gr.Column(scale=2):
-                result = gr.AnnotatedImage(label="Result", elem_id="result")
-                details_md = gr.Markdown("Click a mask to see its details.", elem_id="details")
+                result = gr.AnnotatedImage(label=t(first_lang, "result"), elem_id="result")
+                details_md = gr.Markdown(t(first_lang, "details_hint"), elem_id="details")
                 prompts_md = gr.Markdown(elem_id="prompt-summary")
-                table = gr.Dataframe(headers=TABLE_HEADERS, label="Instances", interactive=False, elem_id="instances")
-                downloads = gr.File(label="Downloads (JSON, overlay, cutout, masks zip)", file_count="multiple",
+                table = gr.Dataframe(headers=t(first_lang, "headers"), label=t(first_lang, "instances"),
+                                     interactive=False, elem_id="instances")
+                downloads = gr.File(label=t(first_lang, "downloads"), file_count="multiple",
                                     interactive=False, elem_id="downloads")
                 status = gr.Markdown(elem_id="status")
         details_state = gr.State([])
 
-        inputs = [image, prompt, threshold, mask_threshold, fill_holes, min_island, smooth]
+        def relabel(lang: str, rows=None) -> tuple:
+            """Every label, hint and button of the page in ``lang`` (the outputs of `labelled`)."""
+            lang = i18n.normalize(lang)
+            data = rows.values.tolist() if hasattr(rows, "values") else []  # the table arrives as a DataFrame
+            return (t(lang, "intro"), gr.update(value=lang, label=t(lang, "language")), model_banner(lang),
+                    gr.update(label=t(lang, "image")), gr.update(label=t(lang, "examples")),
+                    gr.update(label=t(lang, "prompts"), placeholder=t(lang, "prompts_placeholder"), info=t(lang, "prompts_info")),
+                    gr.update(label=t(lang, "try")),
+                    gr.update(label=t(lang, "threshold"), info=t(lang, "threshold_info")),
+                    gr.update(label=t(lang, "mask_precision"), info=t(lang, "mask_precision_info")),
+                    gr.update(label=t(lang, "cleanup")), gr.update(label=t(lang, "fill_holes")),
+                    gr.update(label=t(lang, "min_island")), gr.update(label=t(lang, "smooth")),
+                    gr.update(value=t(lang, "run")), gr.update(label=t(lang, "result")), t(lang, "details_hint"),
+                    gr.update(label=t(lang, "instances"), value=table_value(data, lang)),
+                    gr.update(label=t(lang, "downloads")))
+
+        labelled = [intro, lang_radio, banner, image, photo_examples.dataset, prompt, chips.dataset, threshold,
+                    mask_threshold, cleanup, fill_holes, min_island, smooth, run_btn, result, details_md, table, downloads]
+
+        def on_load(request: gr.Request) -> tuple:
+            """A page opens in --lang, or with "auto" in the browser's language."""
+            lang = i18n.pick_language(settings.lang, request.headers.get("accept-language") if request else None)
+            return relabel(lang)
+
+        inputs = [image, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang_radio]
         outputs = [result, table, prompts_md, downloads, status, details_state, details_md]
-        run_btn.click(run, inputs, outputs, api_name="segment")
-        prompt.submit(run, inputs, outputs, api_name=False)
+        # All segment events of a page share one concurrency group, so a click and a slider release
+        # never race each other; a burst of slider moves keeps only the last.
+        group = {"concurrency_id": "segment", "concurrency_limit": settings.max_concurrent}
+        run_btn.click(run, inputs, outputs, api_name="segment", **group)
+        prompt.submit(run, inputs, outputs, api_name=False, **group)
         for slider in (threshold, mask_threshold, fill_holes, min_island, smooth):
             # Only post-processing re-runs: the image and prompt outputs come from the engine's caches.
-            slider.release(rerun, inputs, outputs, api_name=False, show_progress="minimal")
-        result.select(show_details, [details_state], [details_md], api_name=False)
-        demo.load(model_banner, None, banner, api_name=False)
+            slider.release(rerun, inputs, outputs, api_name=False, show_progress="minimal", trigger_mode="always_last",
+                           **group)
+        result.select(show_details, [details_state, lang_radio], [details_md], api_name=False)
+        lang_radio.input(relabel, [lang_radio, table], labelled, api_name="language", queue=False)
+        demo.load(on_load, None, labelled, api_name=False, queue=False)
+    # Bounded like the API: beyond running + waiting requests, Gradio answers "queue full" at once.
+    demo.queue(max_size=settings.max_concurrent + settings.max_queue)
     return demo

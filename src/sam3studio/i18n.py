@@ -1,0 +1,135 @@
+"""The web UI's words in English and Chinese, and how a page picks its language.
+
+Every label, button, hint and message the UI shows comes from `TEXTS`; `text(lang, key, **fields)`
+formats one. `pick_language` turns ``--lang`` / ``SAM3STUDIO_LANG`` ("auto", "en", "zh") and the
+browser's ``Accept-Language`` header into the language a page opens in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LANGUAGES: dict[str, str] = {"en": "English", "zh": "中文"}
+DEFAULT_LANGUAGE = "en"
+
+TEXTS: dict[str, dict[str, Any]] = {
+    "en": {
+        "intro": "# sam3studio\nType what to find — *cat*, *red car*, *leftmost person* — and get every "
+                 "matching object as a mask. Chinese prompts work too (*红色的汽车*).",
+        "language": "Language",
+        "banner_ready": "Model **{source}** ready on {device} ({dtype}).",
+        "banner_error": "⚠️ The model could not be loaded: {error}",
+        "banner_loading": "⏳ The model is loading; the first run may wait for it.",
+        "image": "Image (JPG, PNG, WebP)",
+        "examples": "Example photos",
+        "prompts": "Prompts",
+        "prompts_placeholder": "cat, red car",
+        "prompts_info": "One or more, separated by commas. English or Chinese.",
+        "try": "Try",
+        "threshold": "Detection threshold",
+        "threshold_info": "Lower finds more, with more false matches.",
+        "mask_precision": "Mask precision",
+        "mask_precision_info": "Higher: tighter masks.",
+        "cleanup": "Mask clean-up",
+        "fill_holes": "Fill holes smaller than (fraction of mask)",
+        "min_island": "Drop islands smaller than (fraction of mask)",
+        "smooth": "Smooth edges (pixels)",
+        "run": "Segment",
+        "result": "Result",
+        "details_hint": "Click a mask to see its details.",
+        "instances": "Instances",
+        "headers": ["id", "prompt", "score", "area %", "box (x1, y1, x2, y2)"],
+        "downloads": "Downloads (JSON, overlay, cutout, masks zip)",
+        "no_image": "Upload an image or pick an example first.",
+        "error": "{detail}",
+        "match": "- **{text}**{query}: {count} instance{plural} (presence {presence:.2f})",
+        "no_match": "- no match for **{text}**{query} (presence {presence:.2f}). Try a more concrete noun "
+                    "(\"dog\" rather than \"animal\"), fewer words, or a lower threshold than {threshold:.2f}.",
+        "query": " → *{query}*",
+        "unknown": "  ⚠️ not understood: {words} (left out of the query; try another word)",
+        "status": "image encoding {encode:.2f} s · prompts {prompts:.2f} s · post-processing {post:.2f} s · "
+                  "total {total:.2f} s · {device} · {dtype} · model {source}",
+        "details": "**#{id} {prompt}** · score {score:.3f} · area {area} px ({ratio:.2f}% of the image) · "
+                   "box ({x1:.0f}, {y1:.0f}) – ({x2:.0f}, {y2:.0f})",
+    },
+    "zh": {
+        "intro": "# sam3studio\n输入要找的东西——*猫*、*红色的汽车*、*最左边的人*——即可得到图中每个匹配物体的掩码。"
+                 "也可以用英文提示词（*cat*、*red car*）。",
+        "language": "语言",
+        "banner_ready": "模型 **{source}** 已就绪，运行于 {device}（{dtype}）。",
+        "banner_error": "⚠️ 模型加载失败：{error}",
+        "banner_loading": "⏳ 模型加载中；第一次运行可能需要等待。",
+        "image": "图片（JPG、PNG、WebP）",
+        "examples": "示例照片",
+        "prompts": "提示词",
+        "prompts_placeholder": "猫, 红色的汽车",
+        "prompts_info": "一个或多个，用逗号分隔。中文或英文均可。",
+        "try": "试试",
+        "threshold": "检测阈值",
+        "threshold_info": "调低可找到更多物体，但误检也更多。",
+        "mask_precision": "掩码精度",
+        "mask_precision_info": "越高，掩码越紧。",
+        "cleanup": "掩码清理",
+        "fill_holes": "填充小于此比例的孔洞（占掩码面积）",
+        "min_island": "去除小于此比例的碎块（占掩码面积）",
+        "smooth": "平滑边缘（像素）",
+        "run": "分割",
+        "result": "结果",
+        "details_hint": "点击掩码查看详情。",
+        "instances": "实例",
+        "headers": ["编号", "提示词", "得分", "面积 %", "框 (x1, y1, x2, y2)"],
+        "downloads": "下载（JSON、叠加图、抠图、掩码 zip）",
+        "no_image": "请先上传图片或选择一张示例照片。",
+        "error": "无法处理：{detail}",
+        "match": "- **{text}**{query}：{count} 个实例（存在分数 {presence:.2f}）",
+        "no_match": "- **{text}**{query} 没有匹配（存在分数 {presence:.2f}）。请换一个更具体的名词"
+                    "（用“狗”而不是“动物”）、减少字数，或把阈值调到 {threshold:.2f} 以下。",
+        "query": " → *{query}*",
+        "unknown": "  ⚠️ 无法理解：{words}（未发送给模型；请换个说法）",
+        "status": "图像编码 {encode:.2f} 秒 · 提示词 {prompts:.2f} 秒 · 后处理 {post:.2f} 秒 · "
+                  "共 {total:.2f} 秒 · {device} · {dtype} · 模型 {source}",
+        "details": "**#{id} {prompt}** · 得分 {score:.3f} · 面积 {area} 像素（占图像 {ratio:.2f}%）· "
+                   "框 ({x1:.0f}, {y1:.0f}) – ({x2:.0f}, {y2:.0f})",
+    },
+}
+
+
+def normalize(lang: str | None) -> str:
+    """``"zh-CN"``, ``"zh_TW"``, ``"ZH"`` -> ``"zh"``; anything unsupported -> English."""
+    code = (lang or "").strip().lower().replace("_", "-").split("-")[0]
+    return code if code in TEXTS else DEFAULT_LANGUAGE
+
+
+def from_accept_language(header: str | None) -> str:
+    """The supported language the browser prefers most (RFC 9110 ``q`` weights), else English."""
+    best, best_q = DEFAULT_LANGUAGE, -1.0
+    for position, part in enumerate((header or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        code = tag.strip().lower().split("-")[0]
+        if code not in TEXTS:
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        q -= position * 1e-6  # equal weights: the earlier tag wins
+        if q > best_q and q > 0:
+            best, best_q = code, q
+    return best
+
+
+def pick_language(setting: str | None, accept_language: str | None = None) -> str:
+    """``setting`` "auto" (or empty) follows the browser; "en" or "zh" fixes the language."""
+    if not setting or setting == "auto":
+        return from_accept_language(accept_language)
+    return normalize(setting)
+
+
+def text(lang: str, key: str, **fields: Any) -> Any:
+    """One UI string in ``lang`` (English when the key or language is missing), formatted with ``fields``."""
+    value = TEXTS.get(normalize(lang), {}).get(key, TEXTS[DEFAULT_LANGUAGE][key])
+    return value.format(**fields) if fields and isinstance(value, str) else value
