@@ -7,20 +7,24 @@ Retry-After) or model not ready. A 500 means a bug of ours, and is logged.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 import json
 import logging
 import platform
+import secrets
+import threading
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,7 +32,7 @@ from sam3studio import __version__
 from sam3studio.errors import InputError, InputTooLargeError, Sam3StudioError
 from sam3studio.results import Segmentation
 from sam3studio.schemas import SegmentationOut
-from sam3studio.service import NotReady, Overloaded, SegmentOptions, SegmentService
+from sam3studio.service import Cancelled, NotReady, OutOfMemory, Overloaded, SegmentOptions, SegmentService
 from sam3studio.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,6 +141,10 @@ def _to_api_error(exc: Exception) -> ApiError:
         return ApiError(503, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, NotReady):
         return ApiError(503, "not_ready", str(exc), {"Retry-After": "10"})
+    if isinstance(exc, OutOfMemory):
+        return ApiError(503, "out_of_memory", str(exc), {"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, Cancelled):  # nobody reads this answer; 499 as in nginx's "client closed request"
+        return ApiError(499, "client_closed", str(exc))
     if isinstance(exc, InputTooLargeError):
         return ApiError(413, "too_large", str(exc))
     if isinstance(exc, InputError):
@@ -218,6 +226,33 @@ def _validation_message(exc: ValidationError | RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+async def _watch_disconnect(request: Request, gone: threading.Event, every_s: float = 0.2) -> None:
+    """Set ``gone`` when the client disconnects (polled; the request body has been read already)."""
+    while not gone.is_set():
+        if await request.is_disconnected():
+            gone.set()
+            return
+        await asyncio.sleep(every_s)
+
+
+_API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The key given to `--api-key`")
+_BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`, the same key")
+
+
+def _key_checker(settings: Settings):
+    """A dependency that accepts the configured key from X-API-Key or a Bearer token (constant-time compare)."""
+    expected = settings.api_key.get_secret_value().encode() if settings.api_key is not None else b""
+
+    async def require_api_key(key: str | None = Security(_API_KEY_HEADER),
+                              bearer: HTTPAuthorizationCredentials | None = Security(_BEARER)) -> None:
+        given = key or (bearer.credentials if bearer is not None else None)
+        if not given or not secrets.compare_digest(given.encode(), expected):
+            raise ApiError(401, "unauthorized", "missing or wrong API key: send it as `X-API-Key: <key>` or "
+                           "`Authorization: Bearer <key>`", {"WWW-Authenticate": "Bearer"})
+
+    return require_api_key
+
+
 # ---------------------------------------------------------------------------- app
 _SEGMENT_OPENAPI = {
     "requestBody": {
@@ -249,6 +284,9 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
     """
     settings = settings or Settings()
     service = service or SegmentService(settings, segmenter=segmenter)
+    protected = [Depends(_key_checker(settings))] if settings.api_key is not None else []
+    auth_responses: dict[int | str, dict[str, Any]] = (
+        {401: {"model": ErrorResponse, "description": "missing or wrong API key"}} if protected else {})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -316,7 +354,7 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
             return _error(e.status, e.code, e.message, e.headers)
         return Ready(ready=True, model=ModelInfo(**service.info()["model"]))
 
-    @app.get("/api/v1/info", response_model=Info, tags=["status"])
+    @app.get("/api/v1/info", response_model=Info, tags=["status"], dependencies=protected, responses=auth_responses)
     async def info() -> Info:
         """Versions, model, device, dtype and the input limits in force."""
         import torch
@@ -330,7 +368,9 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
                     error=state["error"], model=ModelInfo(**state["model"]), limits=limits)
 
     @app.post("/api/v1/segment", response_model=SegmentResponse, tags=["segment"], openapi_extra=_SEGMENT_OPENAPI,
-              responses={400: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+              dependencies=protected,
+              responses={400: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+                         **auth_responses})
     async def segment(request: Request) -> Any:
         """Segment one image by text prompts.
 
@@ -371,7 +411,13 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         except ValidationError as exc:
             raise ApiError(422, "invalid_fields", _validation_message(exc)) from None
         prompts = params.prompts if params.prompts is not None else params.prompt
-        seg = await run_in_threadpool(service.segment, image, prompts, params.options())
+        # A client that disconnects while its request waits for the model gives its place up.
+        gone = threading.Event()
+        watcher = asyncio.create_task(_watch_disconnect(request, gone))
+        try:
+            seg = await run_in_threadpool(service.segment, image, prompts, params.options(), gone.is_set)
+        finally:
+            watcher.cancel()
         body = segmentation_response(seg, params.mask_format, service.info()["model"])
         return JSONResponse(body)
 
@@ -381,5 +427,6 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         from sam3studio.ui import build_ui
 
         app = gr.mount_gradio_app(app, build_ui(service), path="/", max_file_size=settings.max_upload_bytes,
-                                  footer_links=["api"], show_error=False)
+                                  footer_links=["api"], show_error=False, auth=settings.ui_credentials(),
+                                  auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.")
     return app

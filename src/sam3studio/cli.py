@@ -229,6 +229,11 @@ def serve(
                                                    show_default=False)] = None,
     lang: Annotated[str | None, typer.Option("--lang", help="UI language: auto (the browser's), en or zh [default auto].",
                                              show_default=False)] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="Require this key on the REST API (X-API-Key or "
+                                                "Bearer). Prefer the env SAM3STUDIO_API_KEY: argv is visible to "
+                                                "other users.", show_default=False)] = None,
+    ui_auth: Annotated[str | None, typer.Option("--ui-auth", help="user:password the web UI asks for "
+                                                "[env: SAM3STUDIO_UI_AUTH].", show_default=False)] = None,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the REST API only.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -239,7 +244,8 @@ def serve(
     from sam3studio.settings import Settings
 
     overrides = {k: v for k, v in {"model": model, "host": host, "port": port, "device": device, "dtype": dtype,
-                                                   "translator": translator, "lang": lang}.items()
+                                                   "translator": translator, "lang": lang,
+                                                   "api_key": api_key, "ui_auth": ui_auth}.items()
                  if v is not None}
     if no_ui:
         overrides["ui"] = False
@@ -252,12 +258,25 @@ def serve(
 
     from sam3studio.api import create_app
 
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(f"[yellow]warning:[/] listening on {settings.host} without authentication; "
-                          "anyone who can reach this address can use the server.")
+    for warning in access_warnings(settings):
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     console.print(f"Loading SAM 3 from [bold]{settings.model}[/] in the background; "
                   f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info" if debug else "warning")
+
+
+def access_warnings(settings) -> list[str]:
+    """What is open to anyone who can reach the server (nothing to say on loopback)."""
+    if settings.host in ("127.0.0.1", "localhost", "::1"):
+        return []
+    out = []
+    if settings.api_key is None:
+        out.append(f"listening on {settings.host} without an API key: anyone who can reach this address can use "
+                   "the REST API (set SAM3STUDIO_API_KEY).")
+    if settings.ui and settings.ui_auth is None:
+        out.append(f"listening on {settings.host} without UI credentials: anyone who can reach this address can use "
+                   "the web UI and its Gradio API (set SAM3STUDIO_UI_AUTH=user:password, or --no-ui).")
+    return out
 
 
 # ---------------------------------------------------------------------------- info

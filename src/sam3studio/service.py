@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +26,7 @@ from sam3studio.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdmissionGate", "NotReady", "Overloaded", "SegmentOptions", "SegmentService"]
+__all__ = ["AdmissionGate", "Cancelled", "NotReady", "OutOfMemory", "Overloaded", "SegmentOptions", "SegmentService"]
 
 
 class Overloaded(Sam3StudioError):
@@ -41,6 +41,38 @@ class NotReady(Sam3StudioError):
     """The model is still loading, or failed to load. Maps to HTTP 503."""
 
 
+class OutOfMemory(Sam3StudioError):
+    """One request ran out of memory; caches were freed and the server goes on. Maps to HTTP 503."""
+
+    retry_after = 5
+
+
+class Cancelled(Sam3StudioError):
+    """The client went away while its request waited for the model; the request was dropped unrun."""
+
+
+def _free_memory(segmenter: Any) -> None:
+    """After an out-of-memory error: drop the engine's caches and give freed blocks back."""
+    import gc
+
+    if hasattr(segmenter, "clear_cache"):
+        segmenter.clear_cache()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover - best effort
+        log.debug("could not empty the CUDA cache", exc_info=True)
+
+
+def _oom_errors() -> tuple[type[BaseException], ...]:
+    import torch
+
+    return (MemoryError, torch.OutOfMemoryError)
+
+
 class AdmissionGate:
     """At most ``max_concurrent`` holders at once and ``max_queue`` waiters; the rest are refused."""
 
@@ -51,7 +83,8 @@ class AdmissionGate:
         self.waiting = 0
 
     @contextmanager
-    def admit(self) -> Iterator[None]:
+    def admit(self, cancelled: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Wait for a slot. ``cancelled`` (polled while waiting) lets a request whose client left give up its place."""
         with self._cond:
             if self.active >= self.max_concurrent and self.waiting >= self.max_queue:
                 raise Overloaded(
@@ -65,7 +98,9 @@ class AdmissionGate:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise Overloaded(f"server busy: waited {self.timeout:.0f} s for the model; try again later")
-                    self._cond.wait(timeout=left)
+                    if cancelled is not None and cancelled():
+                        raise Cancelled("the client disconnected while waiting for the model")
+                    self._cond.wait(timeout=min(left, 0.2) if cancelled is not None else left)
             finally:
                 self.waiting -= 1
             self.active += 1
@@ -162,12 +197,27 @@ class SegmentService:
 
     # ------------------------------------------------------------------ work
     def segment(self, image: np.ndarray, prompts: str | Sequence[str] | None,
-                options: SegmentOptions = SegmentOptions()) -> Segmentation:
-        """Validate, wait for admission, run the model. Raises only `Sam3StudioError` for bad input or load."""
+                options: SegmentOptions = SegmentOptions(), cancelled: Callable[[], bool] | None = None) -> Segmentation:
+        """Validate, wait for admission, run the model. Raises only `Sam3StudioError` for bad input or load.
+
+        ``cancelled`` says whether the caller has gone away: checked while queued and once more before
+        model work starts (a running forward pass is not interrupted). An out-of-memory error fails this
+        request with `OutOfMemory` after freeing the caches, so the next request starts clean.
+        """
         queries = self.parse_prompts(prompts)
         refine = options.refine()
         limit = min(options.max_instances or self.settings.max_instances, self.settings.max_instances)
         segmenter = self.require_ready()
-        with self.gate.admit():
-            return segmenter.segment(image, queries, score_threshold=options.score_threshold,
-                                     mask_threshold=options.mask_threshold, refine=refine, max_instances=limit)
+        with self.gate.admit(cancelled):
+            if cancelled is not None and cancelled():
+                raise Cancelled("the client disconnected before its turn")
+            try:
+                return segmenter.segment(image, queries, score_threshold=options.score_threshold,
+                                         mask_threshold=options.mask_threshold, refine=refine, max_instances=limit)
+            except _oom_errors() as exc:
+                log.error("out of memory on a %sx%s image with %d prompt(s): %s", image.shape[1], image.shape[0],
+                          len(queries), exc)
+            # Outside the `except`: the error's traceback (frames holding the failed pass's tensors) is gone now.
+            _free_memory(segmenter)
+            raise OutOfMemory("out of memory while segmenting this image; memory was freed: try again, "
+                              "or send a smaller image or fewer prompts")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,7 +37,39 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(False, description="Allow image_url to reach private addresses (trusted networks only)")
 
     ui: bool = Field(True, description="Serve the Gradio UI at /")
+    # Access: both off by default (local use); `serve` warns when listening beyond loopback without them.
+    api_key: SecretStr | None = Field(None, description="Key the REST API requires (X-API-Key or Authorization: Bearer)")
+    ui_auth: SecretStr | None = Field(None, description="'user:password' the web UI requires")
+
     lang: Literal["auto", "en", "zh"] = Field("auto", description="UI language; 'auto' follows the browser's Accept-Language")
+
+    @field_validator("api_key", "ui_auth", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the API key must be at least 16 characters "
+                             "(make one with `python -c 'import secrets; print(secrets.token_urlsafe())'`)")
+        return value
+
+    @field_validator("ui_auth")
+    @classmethod
+    def _user_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            user, sep, password = value.get_secret_value().partition(":")
+            if not (user and sep and password):
+                raise ValueError("UI credentials must look like 'user:password'")
+        return value
+
+    def ui_credentials(self) -> tuple[str, str] | None:
+        if self.ui_auth is None:
+            return None
+        user, _, password = self.ui_auth.get_secret_value().partition(":")
+        return user, password
 
     @property
     def max_upload_bytes(self) -> int:
