@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import rich.markup
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -50,7 +51,8 @@ TranslatorOpt = Annotated[str, typer.Option("--translator", help="Prompt transla
 def _fail(message: str, debug: bool, code: int = 1) -> typer.Exit:
     if debug:
         err_console.print_exception()
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is plain text (paths, "pip install 'sam3studio[ray]'"): escape it from Rich markup.
+    err_console.print(f"[bold red]error:[/] {rich.markup.escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -344,6 +346,8 @@ from sam3studio.evaluation.cli import eval_command  # noqa: E402, I001
 app.command("eval")(eval_command)
 from sam3studio.translate.cli import prompt_command  # noqa: E402, I001
 app.command("prompt")(prompt_command)
+from sam3studio.batch.cli import batch_command  # noqa: E402, I001
+app.command("batch")(batch_command)
 
 
 def main() -> None:
