@@ -128,6 +128,8 @@ def test_health_ready_and_info(client, tiny_checkpoint):
     info = client.get("/api/v1/info").json()
     assert info["model"]["source"] == str(tiny_checkpoint) and info["ready"] is True
     assert info["limits"]["max_prompts"] == 4 and info["transformers"].startswith("5")
+    assert info["queue"] == {"running": 0, "waiting": 0, "peak_waiting": 0}
+    assert info["rss_mb"] is None or info["rss_mb"] > 50  # torch alone is bigger than that
 
 
 def test_openapi_documents_the_schemas_and_both_content_types(client):
@@ -261,6 +263,7 @@ def test_full_queue_answers_503_with_retry_after(settings, segmenter, cat_png):
         with service.gate.admit():  # the model is busy with another request
             resp = _post_image(c, cat_png)
             assert c.get("/api/v1/health").status_code == 200  # liveness still answers
+            assert c.get("/api/v1/info").json()["queue"]["running"] == 1
         _error(resp, 503, "overloaded")
         assert int(resp.headers["Retry-After"]) >= 1
         assert _post_image(c, cat_png).status_code == 200  # and work resumes once the slot is free

@@ -111,6 +111,12 @@ class Ready(BaseModel):
     model: ModelInfo
 
 
+class QueueState(BaseModel):
+    running: int = Field(description="requests doing model work now")
+    waiting: int = Field(description="requests queued for the model now")
+    peak_waiting: int = Field(description="most requests ever queued at once (bounded by limits.max_queue)")
+
+
 class Info(BaseModel):
     version: str
     python: str
@@ -121,6 +127,8 @@ class Info(BaseModel):
     error: str | None
     model: ModelInfo
     limits: dict[str, float | int]
+    queue: QueueState
+    rss_mb: float | None = Field(None, description="resident memory of the server process (Linux)")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -224,6 +232,18 @@ def _validation_message(exc: ValidationError | RequestValidationError) -> str:
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
+
+
+def _rss_mb() -> float | None:
+    """Current resident set size from /proc (None where there is no /proc)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    import os
+
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 async def _watch_disconnect(request: Request, gone: threading.Event, every_s: float = 0.2) -> None:
@@ -365,7 +385,9 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
                                                      "max_instances", "max_concurrent", "max_queue", "url_timeout_s")}
         return Info(version=__version__, python=platform.python_version(), torch=torch.__version__,
                     transformers=transformers.__version__, ready=state["ready"], loading=state["loading"],
-                    error=state["error"], model=ModelInfo(**state["model"]), limits=limits)
+                    error=state["error"], model=ModelInfo(**state["model"]), limits=limits,
+                    queue=QueueState(running=service.gate.active, waiting=service.gate.waiting,
+                                     peak_waiting=service.gate.peak_waiting), rss_mb=_rss_mb())
 
     @app.post("/api/v1/segment", response_model=SegmentResponse, tags=["segment"], openapi_extra=_SEGMENT_OPENAPI,
               dependencies=protected,

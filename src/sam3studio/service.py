@@ -81,17 +81,21 @@ class AdmissionGate:
         self._cond = threading.Condition()
         self.active = 0
         self.waiting = 0
+        self.peak_waiting = 0
 
     @contextmanager
     def admit(self, cancelled: Callable[[], bool] | None = None) -> Iterator[None]:
         """Wait for a slot. ``cancelled`` (polled while waiting) lets a request whose client left give up its place."""
         with self._cond:
-            if self.active >= self.max_concurrent and self.waiting >= self.max_queue:
+            # Queue when a slot is taken or others already wait (a freed slot may not have been claimed
+            # by its woken waiter yet); the queue itself never grows past max_queue.
+            if (self.active >= self.max_concurrent or self.waiting) and self.waiting >= self.max_queue:
                 raise Overloaded(
                     f"server busy: {self.active} request(s) running and {self.waiting} waiting; try again shortly",
                     retry_after=max(1, int(self.waiting + 1)),
                 )
             self.waiting += 1
+            self.peak_waiting = max(self.peak_waiting, self.waiting)
             try:
                 deadline = time.monotonic() + self.timeout
                 while self.active >= self.max_concurrent:
