@@ -137,7 +137,9 @@ def test_openapi_documents_the_schemas_and_both_content_types(client):
     body = spec["paths"]["/api/v1/segment"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
     schemas = spec["components"]["schemas"]
-    assert {"SegmentJSONRequest", "SegmentResponse", "ErrorResponse", "InstanceOut"} <= set(schemas)
+    assert {"SegmentJSONRequest", "SegmentResponse", "ErrorResponse", "InstanceResponse"} <= set(schemas)
+    mask = schemas["InstanceResponse"]["properties"]["mask"]
+    assert len(mask["anyOf"]) == 4  # RLE, polygons, base64 PNG, null
     assert client.get("/docs").status_code == 200
 
 

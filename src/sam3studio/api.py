@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sam3studio import __version__
 from sam3studio.errors import InputError, InputTooLargeError, Sam3StudioError
 from sam3studio.results import Segmentation
-from sam3studio.schemas import SegmentationOut
+from sam3studio.schemas import RLE, InstanceOut, SegmentationOut
 from sam3studio.service import Cancelled, NotReady, OutOfMemory, Overloaded, SegmentOptions, SegmentService
 from sam3studio.settings import Settings
 
@@ -89,7 +89,14 @@ class ModelInfo(BaseModel):
     dtype: str | None = None
 
 
+class InstanceResponse(InstanceOut):
+    mask: RLE | list[list[float]] | str | None = Field(
+        None, description="COCO RLE (mask_format rle), polygons as flat [x0, y0, x1, y1, ...] lists (polygon), "
+                          "a base64 PNG (png_base64), or null (none)")
+
+
 class SegmentResponse(SegmentationOut):
+    instances: list[InstanceResponse]
     model: ModelInfo
 
 
@@ -215,7 +222,7 @@ def _multipart_params(form: Any) -> dict[str, Any]:
                 if isinstance(v, str) and v.strip().startswith("["):
                     try:
                         items.extend(json.loads(v))
-                    except json.JSONDecodeError:
+                    except (ValueError, RecursionError):
                         raise ApiError(422, "invalid_fields", "prompts: not a JSON list of strings") from None
                 else:
                     items.append(v)
@@ -283,6 +290,7 @@ _SEGMENT_OPENAPI = {
                 "schema": {
                     "type": "object",
                     "required": ["image"],
+                    "additionalProperties": False,
                     "properties": {
                         "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP, BMP, TIFF or GIF"},
                         **{k: {"type": "string", "description": f"as `{k}` in the JSON body"}
@@ -419,7 +427,7 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
             elif ctype == "application/json":
                 try:
                     body = await request.json()
-                except (json.JSONDecodeError, UnicodeDecodeError):
+                except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, huge ints, deep nesting
                     raise ApiError(400, "bad_json", "request body is not valid JSON") from None
                 params = SegmentJSONRequest.model_validate(body)
                 if params.image_base64 is not None:

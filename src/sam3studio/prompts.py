@@ -65,6 +65,10 @@ def parse_prompts(
         if not parts:
             raise InputError(f"prompt {index + 1} is empty: type what to find, for example 'dog' or 'red car'")
         for part in parts:
+            try:
+                part.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: not text any tokenizer can take
+                raise InputError(f"prompt {index + 1} is not valid Unicode text (it holds a lone surrogate)") from None
             if len(part) > max_chars:
                 raise InputError(f"prompt is {len(part)} characters long; the limit is {max_chars}")
             if part not in out:

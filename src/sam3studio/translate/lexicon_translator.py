@@ -155,6 +155,10 @@ class LexiconTranslator:
 
     # ------------------------------------------------------------------ public
     def __call__(self, text: str) -> Translation:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("the prompt is not valid Unicode text (it holds a lone surrogate)") from None
         if not contains_cjk(text):
             return Translation(query=text)
         self._load()
