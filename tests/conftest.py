@@ -41,3 +41,32 @@ def astronaut_photo() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def tiny_video_checkpoint(tmp_path_factory):
+    """A tiny `Sam3VideoModel` checkpoint, written once per test session."""
+    from sam3studio.testing import make_tiny_video_checkpoint
+
+    return make_tiny_video_checkpoint(tmp_path_factory.mktemp("tiny-sam3-video"), seed=0)
+
+
+def make_test_video(path, n: int = 24, width: int = 160, height: int = 120, fps: int = 12, codec: str = "libx264"):
+    """A synthetic video written with PyAV: a red rectangle moving right over a still green one."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p" if codec != "gif" else "rgb8"
+        for i in range(n):
+            img = np.full((height, width, 3), 30, np.uint8)
+            x = (10 + 4 * i) % max(1, width - 30)
+            img[height // 3: height // 3 + height // 3, x: x + 30] = (220, 40, 40)
+            img[10:40, width - 60: width - 20] = (40, 200, 40)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

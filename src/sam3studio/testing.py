@@ -149,3 +149,69 @@ def make_tiny_checkpoint(path: str | Path, seed: int = 0, architecture: str = "s
     image_processor = Sam3ImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
     Sam3Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
     return path
+
+
+def tiny_video_config(vocab_size: int = 1000, bos_token_id: int = 0, eos_token_id: int = 1):
+    """A tiny `Sam3VideoConfig`: detector and tracker with hidden size 128 on a 224 px, 16x16-patch image.
+
+    The tracker in transformers needs what the tiny image config leaves out: four FPN levels (it uses
+    the first three), a memory encoder output of 64 channels (its memory attention reads 64-channel
+    keys), and a hidden size above that (object pointers are split into 64-channel tokens).
+    """
+    from transformers import Sam3VideoConfig
+
+    hidden = 128
+    det = tiny_config(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id).to_dict()
+    vision = det["vision_config"]
+    vision.update(scale_factors=[4.0, 2.0, 1.0, 0.5], fpn_hidden_size=hidden,
+                  backbone_feature_sizes=[[64, 64], [32, 32], [16, 16]])
+    det["text_config"]["projection_dim"] = hidden
+    for name in ("geometry_encoder_config", "detr_encoder_config", "detr_decoder_config", "mask_decoder_config"):
+        det[name]["hidden_size"] = hidden
+    tracker = {
+        "model_type": "sam3_tracker_video", "vision_config": vision, "image_size": TINY_IMAGE_SIZE,
+        "prompt_encoder_config": {"hidden_size": hidden, "image_size": TINY_IMAGE_SIZE, "patch_size": 14,
+                                  "mask_input_channels": 16},
+        "mask_decoder_config": {"hidden_size": hidden, "mlp_dim": 128, "num_hidden_layers": 1, "num_attention_heads": 4,
+                                "iou_head_hidden_dim": hidden},
+        "memory_attention_hidden_size": hidden, "memory_attention_num_layers": 1,
+        "memory_attention_feed_forward_hidden_size": 128, "memory_encoder_hidden_size": hidden,
+        "memory_encoder_output_channels": 64, "mask_downsampler_embed_dim": hidden, "memory_fuser_embed_dim": hidden,
+        "memory_fuser_intermediate_dim": 128,
+    }
+    return Sam3VideoConfig(detector_config=det, tracker_config=tracker, low_res_mask_size=64)
+
+
+def video_processor(tokenizer, image_size: int | None = None):
+    """A `Sam3VideoProcessor` (image and video processors at ``image_size``; full size when None)."""
+    from transformers import Sam3ImageProcessor, Sam3VideoProcessor
+    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+
+    size = {"height": image_size, "width": image_size} if image_size else None
+    kwargs = {"size": size} if size else {}
+    return Sam3VideoProcessor(image_processor=Sam3ImageProcessor(**kwargs), video_processor=Sam2VideoVideoProcessor(**kwargs),
+                              tokenizer=tokenizer)
+
+
+def make_tiny_video_checkpoint(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny SAM 3 video checkpoint (`Sam3VideoModel` + `Sam3VideoProcessor`, about 4 M parameters).
+
+    It loads with ``sam3studio.video.load_video_segmenter(str(path))`` like the real ``facebook/sam3``.
+    """
+    import torch
+    from transformers import Sam3VideoModel
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    config = tiny_video_config(
+        vocab_size=max(1000, len(tokenizer)),
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Sam3VideoModel(config).eval()
+    model.save_pretrained(path)
+    video_processor(tokenizer, TINY_IMAGE_SIZE).save_pretrained(path)
+    return path
