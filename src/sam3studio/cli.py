@@ -348,6 +348,10 @@ from sam3studio.translate.cli import prompt_command  # noqa: E402, I001
 app.command("prompt")(prompt_command)
 from sam3studio.batch.cli import batch_command  # noqa: E402, I001
 app.command("batch")(batch_command)
+from sam3studio.video.cli import track_command  # noqa: E402, I001
+app.command("track")(track_command)
+from sam3studio.bench.cli import bench_command  # noqa: E402, I001
+app.command("bench")(bench_command)
 
 
 def main() -> None:
