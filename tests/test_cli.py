@@ -166,3 +166,17 @@ def test_segment_with_a_chinese_prompt_shows_and_records_the_translation(tiny_ch
     assert "→ red car" in res.output
     data = json.loads((out / "cat.json").read_text())
     assert (data["prompts"][0]["text"], data["prompts"][0]["query"]) == ("紅色的汽車", "red car")
+
+
+def test_pixel_and_byte_limits_refuse_one_image_and_keep_going(tiny_checkpoint, images, tmp_path):
+    """cat.jpg is 451x300 = 135300 pixels, the astronaut 128x128 = 16384: a limit between them refuses only the cat."""
+    out = tmp_path / "out"
+    res = _segment([str(images), "-p", "cat", "-o", str(out), "--max-pixels", "135299"], tiny_checkpoint)
+    assert res.exit_code == 1 and "1 input(s) failed" in res.output
+    assert "135300" in res.output or "pixels" in res.output
+    assert (out / "sub/astronaut.json").exists() and not (out / "cat.json").exists()
+    assert _segment([str(images), "-p", "cat", "-o", str(tmp_path / "ok"), "--max-pixels", "135300"],
+                    tiny_checkpoint).exit_code == 0
+    size_mb = (images / "cat.jpg").stat().st_size / 2**20
+    res = _segment([str(images), "-p", "cat", "-o", str(tmp_path / "b"), "--max-mb", f"{size_mb * 0.99:.6f}"], tiny_checkpoint)
+    assert res.exit_code == 1 and "cat.jpg" in res.output

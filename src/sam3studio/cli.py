@@ -130,6 +130,9 @@ def segment(
     fill_holes: Annotated[float, typer.Option("--fill-holes", help="Fill holes smaller than this fraction of the mask.")] = 0.0,
     min_island: Annotated[float, typer.Option("--min-island", help="Drop islands smaller than this fraction of the mask.")] = 0.0,
     smooth: Annotated[int, typer.Option("--smooth", help="Edge smoothing radius in pixels.")] = 0,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse images larger than this many pixels.")]
+    = 50_000_000,
+    max_mb: Annotated[float, typer.Option("--max-mb", min=0.001, help="Refuse image files larger than this (MB).")] = 50.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs already exist.")] = False,
     model: ModelOpt = "facebook/sam3",
     device: DeviceOpt = "auto",
@@ -188,7 +191,7 @@ def segment(
             for job in todo:
                 t0 = time.perf_counter()
                 try:
-                    rgb = load_image(job.path)
+                    rgb = load_image(job.path, max_pixels=max_pixels, max_bytes=int(max_mb * 1024 * 1024))
                     seg = segmenter.segment(rgb, queries, score_threshold=threshold, mask_threshold=mask_threshold,
                                             refine=refine, max_instances=max_instances)
                     write_outputs(seg, rgb, *job.target(out), fmts, source=str(job.path))
