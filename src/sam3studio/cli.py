@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sam3studio import __version__
+from sam3studio.cli_options import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt, TranslatorOpt
 from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
 
 app = typer.Typer(
@@ -39,13 +40,6 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local directory, modelscope:<id>, or 'random'.",
-                                       envvar="SAM3STUDIO_MODEL")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", envvar="SAM3STUDIO_DEVICE")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.", envvar="SAM3STUDIO_DTYPE")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library logs.")]
-TranslatorOpt = Annotated[str, typer.Option("--translator", help="Prompt translator: lexicon (Chinese to English, offline), "
-                                            "none, or a local MarianMT folder.", envvar="SAM3STUDIO_TRANSLATOR")]
 
 
 def _fail(message: str, debug: bool, code: int = 1) -> typer.Exit:

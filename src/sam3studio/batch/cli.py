@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from sam3studio.cli_options import DeviceOpt, DtypeOpt, ModelOpt
+
 __all__ = ["batch_command"]
 
 _RAY_ONLY_DEFAULTS = {"--ray-address": None, "--num-workers": 1, "--gpus-per-worker": 0.0, "--cpus-per-worker": 1.0,
@@ -63,12 +65,9 @@ def batch_command(
     allow_private_urls: Annotated[bool, typer.Option("--allow-private-urls", help="Let URLs reach private addresses "
                                                      "(trusted networks only).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete this job's shards in --out and start again.")] = False,
-    model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local directory, modelscope:<id>, or 'random'.",
-                                       envvar="SAM3STUDIO_MODEL")] = "facebook/sam3",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.",
-                                        envvar="SAM3STUDIO_DEVICE")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.",
-                                       envvar="SAM3STUDIO_DTYPE")] = "auto",
+    model: ModelOpt = "facebook/sam3",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     translator: Annotated[str, typer.Option("--translator", help="Prompt translator: lexicon, none, or a MarianMT folder.",
                                             envvar="SAM3STUDIO_TRANSLATOR")] = "lexicon",
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks, library logs and Ray's progress.")] = False,

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sam3studio.cli_options import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -111,13 +113,10 @@ def eval_command(
     mask_threshold: Annotated[float, typer.Option("--mask-threshold", help="Mask probability threshold.")] = 0.5,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N images.",
                                               show_default=False)] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local directory, modelscope:<id>, or 'random'.",
-                                       envvar="SAM3STUDIO_MODEL")] = "facebook/sam3",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.",
-                                        envvar="SAM3STUDIO_DEVICE")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.",
-                                       envvar="SAM3STUDIO_DTYPE")] = "auto",
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library logs.")] = False,
+    model: ModelOpt = "facebook/sam3",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    debug: DebugOpt = False,
 ) -> None:
     """Measure the model on labelled data (COCO or SA-Co): mask/box AP, presence F1, cgF1, a threshold sweep."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

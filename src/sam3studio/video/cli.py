@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sam3studio.cli_options import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt, TranslatorOpt
+
 if TYPE_CHECKING:
     from rich.progress import Progress, Task, TaskID
     from rich.text import Text
@@ -94,16 +96,11 @@ def track_command(
     masks: Annotated[bool, typer.Option("--masks", help="Also write one PNG mask per track per frame "
                                         "(masks/frame_000123/track_0005.png).")] = False,
     no_video: Annotated[bool, typer.Option("--no-video", help="Do not write the overlay MP4.")] = False,
-    model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local directory, modelscope:<id>, or 'random'.",
-                                       envvar="SAM3STUDIO_MODEL")] = "facebook/sam3",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.",
-                                        envvar="SAM3STUDIO_DEVICE")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.",
-                                       envvar="SAM3STUDIO_DTYPE")] = "auto",
-    translator: Annotated[str, typer.Option("--translator", help="Prompt translator: lexicon (Chinese to English, "
-                                            "offline), none, or a local MarianMT folder.",
-                                            envvar="SAM3STUDIO_TRANSLATOR")] = "lexicon",
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library logs.")] = False,
+    model: ModelOpt = "facebook/sam3",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    translator: TranslatorOpt = "lexicon",
+    debug: DebugOpt = False,
 ) -> None:
     """Track objects matching text prompts through a video: per-frame JSON lines, an overlay MP4, a summary."""
     from rich.markup import escape
