@@ -13,6 +13,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore", message=".*OpenCV.*")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_dir(tmp_path_factory):
+    """Servers started by tests (in-process or `serve` subprocesses) keep their job store out of ~/.cache."""
+    os.environ["SAM3STUDIO_DATA_DIR"] = str(tmp_path_factory.mktemp("sam3studio-data"))
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     from sam3studio.testing import make_tiny_checkpoint

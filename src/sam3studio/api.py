@@ -1,5 +1,10 @@
 """The REST API (FastAPI) under ``/api/v1``, and the one app that also mounts the UI at ``/``.
 
+Video jobs: ``POST /api/v1/videos`` (multipart ``video`` file, or JSON ``video_url``, with ``prompt`` or
+``prompts``, ``threshold``, ``stride``, ``start``, ``end``, ``max_frames``) answers 202 ``{id, state}``;
+``GET /api/v1/videos/{id}`` gives state and progress, ``.../result`` the summary and frames and
+``.../overlay.mp4`` the overlay once done (409 before), and ``DELETE`` cancels and deletes (204).
+
 Every error is JSON ``{"error": {"code": "...", "message": "..."}}``: 400 undecodable image or bad
 value, 413 too large, 415 unsupported content type, 422 invalid fields, 503 busy (with
 Retry-After) or model not ready. A 500 means a bug of ours, and is logged.
@@ -13,6 +18,7 @@ import binascii
 import io
 import json
 import logging
+import os
 import platform
 import secrets
 import threading
@@ -23,13 +29,14 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sam3studio import __version__
 from sam3studio.errors import InputError, InputTooLargeError, Sam3StudioError
+from sam3studio.jobs import JobNotFound, JobRunner
 from sam3studio.results import Segmentation
 from sam3studio.schemas import RLE, InstanceOut, SegmentationOut
 from sam3studio.service import Cancelled, NotReady, OutOfMemory, Overloaded, SegmentOptions, SegmentService
@@ -80,6 +87,63 @@ class SegmentJSONRequest(SegmentParams):
         if (self.image_url is None) == (self.image_base64 is None):
             raise ValueError("give exactly one of `image_url` or `image_base64`")
         return self
+
+
+class VideoJobParams(BaseModel):
+    """Options of POST /api/v1/videos (multipart fields or JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | None = Field(None, description="One prompt, or several separated by commas: 'dog, red car'")
+    prompts: list[str] | None = Field(None, description="Prompts as a list (alternative to `prompt`)")
+    threshold: float = Field(0.5, ge=0.01, le=1.0, description="Detection score threshold")
+    stride: int = Field(1, ge=1, le=10_000, description="Process every n-th frame")
+    start: float | None = Field(None, ge=0, description="Start at this second (inclusive)")
+    end: float | None = Field(None, gt=0, description="Stop at this second (exclusive)")
+    max_frames: int | None = Field(None, ge=1, description="Process at most this many frames")
+
+    @model_validator(mode="after")
+    def _one_prompt_field(self) -> VideoJobParams:
+        if self.prompt is None and self.prompts is None:
+            raise ValueError("give `prompt` (e.g. 'dog, red car') or `prompts` (a list)")
+        if self.prompt is not None and self.prompts is not None:
+            raise ValueError("give either `prompt` or `prompts`, not both")
+        return self
+
+    def job_params(self) -> dict[str, Any]:
+        return {"prompts": self.prompts if self.prompts is not None else self.prompt, "threshold": self.threshold,
+                "stride": self.stride, "start": self.start, "end": self.end, "max_frames": self.max_frames}
+
+
+class VideoJobJSONRequest(VideoJobParams):
+    """JSON body: the video as `video_url`."""
+
+    video_url: str = Field(description="http(s) URL of the video; private addresses are refused")
+
+
+class VideoProgress(BaseModel):
+    done: int
+    total: int | None = Field(None, description="frames to process (null when the container does not say)")
+
+
+class VideoJob(BaseModel):
+    id: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    progress: VideoProgress
+    error: str | None = None
+    created: float = Field(description="Unix time")
+    updated: float = Field(description="Unix time")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class VideoJobAccepted(BaseModel):
+    id: str
+    state: Literal["queued"] = "queued"
+
+
+class VideoResult(BaseModel):
+    id: str
+    summary: dict[str, Any] = Field(description="summary.json: video, prompts, tracks, timings")
+    frames: list[dict[str, Any]] = Field(description="frames.jsonl: one entry per processed frame, masks as COCO RLE")
 
 
 class ModelInfo(BaseModel):
@@ -152,6 +216,8 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 def _to_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, JobNotFound):
+        return ApiError(404, "not_found", str(exc))
     if isinstance(exc, Overloaded):
         return ApiError(503, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, NotReady):
@@ -303,8 +369,61 @@ _SEGMENT_OPENAPI = {
 }
 
 
+_VIDEO_FIELDS = {"prompt", "prompts", "threshold", "stride", "start", "end", "max_frames"}
+
+_VIDEO_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["video"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "video": {"type": "string", "format": "binary", "description": "MP4, MOV, MKV, WebM, AVI or GIF"},
+                        **{k: {"type": "string", "description": f"as `{k}` in the JSON body"} for k in sorted(_VIDEO_FIELDS)},
+                    },
+                }
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/VideoJobJSONRequest"}},
+        },
+    }
+}
+
+
+def _video_form_params(form: Any) -> dict[str, Any]:
+    unknown = set(form.keys()) - _VIDEO_FIELDS - {"video"}
+    if unknown:
+        raise ApiError(422, "invalid_fields", f"unknown form field(s): {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    for key in _VIDEO_FIELDS & set(form.keys()):
+        values = [v for v in form.getlist(key) if isinstance(v, str)]
+        if key == "prompts":
+            items: list[str] = []
+            for v in values:
+                if v.strip().startswith("["):
+                    try:
+                        items.extend(json.loads(v))
+                    except (ValueError, RecursionError):
+                        raise ApiError(422, "invalid_fields", "prompts: not a JSON list of strings") from None
+                else:
+                    items.append(v)
+            out[key] = items
+        elif values:
+            out[key] = None if key in ("start", "end", "max_frames") and values[-1] == "" else values[-1]
+    return out
+
+
+def _job_body(job: dict[str, Any]) -> dict[str, Any]:
+    params = {k: v for k, v in job["params"].items() if k != "video"}
+    return VideoJob(id=job["id"], state=job["state"], progress=VideoProgress(done=job["progress_done"],
+                    total=job["progress_total"]), error=job["error"], created=job["created"], updated=job["updated"],
+                    params=params).model_dump()
+
+
 def create_app(settings: Settings | None = None, *, service: SegmentService | None = None,
-               segmenter: Any | None = None) -> FastAPI:
+               segmenter: Any | None = None, jobs: JobRunner | None = None) -> FastAPI:
     """Build the app: REST API under /api/v1 and (when ``settings.ui``) the Gradio UI at /.
 
     Pass ``segmenter`` (or a ``service``) to use a model already loaded; otherwise the model named in
@@ -312,6 +431,7 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
     """
     settings = settings or Settings()
     service = service or SegmentService(settings, segmenter=segmenter)
+    jobs = jobs or JobRunner(settings)
     protected = [Depends(_key_checker(settings))] if settings.api_key is not None else []
     auth_responses: dict[int | str, dict[str, Any]] = (
         {401: {"model": ErrorResponse, "description": "missing or wrong API key"}} if protected else {})
@@ -320,7 +440,15 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
     async def lifespan(app: FastAPI):
         if not service.ready and not service.loading:
             service.load_in_background()
-        yield
+        try:
+            await run_in_threadpool(jobs.start)
+        except Exception as exc:  # the image API still works; video routes answer 503
+            jobs.start_error = str(exc)
+            log.error("video jobs are unavailable: could not open %s: %s", jobs.data_dir, exc)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(jobs.stop)
 
     app = FastAPI(
         title="sam3studio",
@@ -330,6 +458,7 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         responses={413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
     )
     app.state.service = service
+    app.state.jobs = jobs
 
     def openapi() -> dict[str, Any]:
         """The generated document, plus the JSON request model that the segment route reads by hand."""
@@ -337,8 +466,9 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
             from fastapi.openapi.utils import get_openapi
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {})["SegmentJSONRequest"] = (
-                SegmentJSONRequest.model_json_schema(ref_template="#/components/schemas/{model}"))
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (SegmentJSONRequest, VideoJobJSONRequest):
+                components[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -358,9 +488,19 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         return _error(422, "invalid_fields", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette lists the first matching route's methods only; list every route's
+            from starlette.routing import Match
+
+            methods: set[str] = set()
+            for route in app.router.routes:
+                if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+                    methods |= set(route.methods)
+            if methods:
+                headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
+        return _error(exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
@@ -451,12 +591,133 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         body = segmentation_response(seg, params.mask_format, service.info()["model"])
         return JSONResponse(body)
 
+    video_errors: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "no such job"},
+                                                     **auth_responses}
+
+    def _runner() -> JobRunner:
+        if not jobs.running:
+            raise ApiError(503, "not_ready", "video jobs are unavailable: " + (getattr(jobs, "start_error", None)
+                           or "the job runner is not running"), {"Retry-After": "10"})
+        return jobs
+
+    @app.post("/api/v1/videos", status_code=202, response_model=VideoJobAccepted, tags=["video"],
+              openapi_extra=_VIDEO_OPENAPI, dependencies=protected,
+              responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
+                         422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}, **auth_responses})
+    async def submit_video(request: Request) -> Any:
+        """Start a video tracking job; answers 202 with the job id at once (poll `GET /api/v1/videos/{id}`).
+
+        Send `multipart/form-data` with a `video` file and the option fields, or JSON with `video_url`.
+        The video is saved and probed before the job is accepted: an unreadable video is a 400 and one
+        over the limits (size, duration, frames, pixels) a 413, at once. At most `max_video_jobs` jobs
+        may be queued or running; beyond that, 503.
+        """
+        runner = _runner()
+        limit = settings.max_video_bytes
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit + 1024 * 1024:
+            raise ApiError(413, "too_large", f"request body is {int(length)} bytes; the video limit is {limit}")
+        try:
+            if ctype == "multipart/form-data":
+                await run_in_threadpool(runner.check_capacity)
+                form = await request.form(max_files=1, max_fields=32, max_part_size=1024 * 1024)
+                upload = form.get("video")
+                if upload is None or isinstance(upload, str):
+                    raise ApiError(422, "invalid_fields", "multipart request needs a `video` file field")
+                params = VideoJobParams.model_validate(_video_form_params(form))
+
+                def write_input(path: Any) -> None:
+                    upload.file.seek(0)
+                    written = 0
+                    with open(path, "wb") as out:
+                        while chunk := upload.file.read(1024 * 1024):
+                            written += len(chunk)
+                            if written > limit:
+                                raise InputTooLargeError(f"the video is over the limit of {limit} bytes")
+                            out.write(chunk)
+
+                suffix = os.path.splitext(upload.filename or "")[1]
+            elif ctype == "application/json":
+                try:
+                    body = await request.json()
+                except (ValueError, RecursionError):
+                    raise ApiError(400, "bad_json", "request body is not valid JSON") from None
+                params = VideoJobJSONRequest.model_validate(body)
+                await run_in_threadpool(runner.check_capacity)
+                from urllib.parse import urlsplit
+
+                from sam3studio.io.urls import FetchPolicy, fetch_url
+
+                policy = FetchPolicy(max_bytes=limit, timeout=max(settings.url_timeout_s, 60.0),
+                                     allow_private=settings.allow_private_urls)
+                try:
+                    data = await run_in_threadpool(fetch_url, params.video_url, policy)
+                except InputError as exc:  # the fetcher speaks of images; this is a video
+                    message = str(exc).replace("image_url", "video_url").replace("image", "video")
+                    raise (InputTooLargeError if isinstance(exc, InputTooLargeError) else InputError)(message) from None
+
+                def write_input(path: Any) -> None:
+                    with open(path, "wb") as out:
+                        out.write(data)
+
+                suffix = os.path.splitext(urlsplit(params.video_url).path)[1]
+            else:
+                raise ApiError(415, "unsupported_media_type",
+                               f"content type {ctype or '(none)'} is not supported; send multipart/form-data or "
+                               "application/json")
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_fields", _validation_message(exc)) from None
+        job = await run_in_threadpool(runner.submit, write_input, suffix, params.job_params())
+        return JSONResponse(status_code=202, content={"id": job["id"], "state": job["state"]},
+                            headers={"Location": f"/api/v1/videos/{job['id']}"})
+
+    @app.get("/api/v1/videos/{job_id}", response_model=VideoJob, tags=["video"], dependencies=protected,
+             responses=video_errors)
+    async def video_job(job_id: str) -> Any:
+        """A job's state (queued, running, done, failed), progress in frames, and error if it failed."""
+        return _job_body(await run_in_threadpool(_runner().get, job_id))
+
+    def _done(job_id: str) -> dict[str, Any]:
+        job = _runner().get(job_id)
+        if job["state"] == "failed":
+            raise ApiError(409, "job_failed", f"the job failed: {job['error']}")
+        if job["state"] != "done":
+            raise ApiError(409, "not_ready", f"the job is {job['state']}; poll GET /api/v1/videos/{job_id} until done",
+                           {"Retry-After": "2"})
+        return job
+
+    @app.get("/api/v1/videos/{job_id}/result", response_model=VideoResult, tags=["video"], dependencies=protected,
+             responses={409: {"model": ErrorResponse, "description": "not done yet, or failed"}, **video_errors})
+    async def video_result(job_id: str) -> Any:
+        """The tracking result of a done job: summary.json plus every frame of frames.jsonl (masks as COCO RLE)."""
+        await run_in_threadpool(_done, job_id)
+        summary, frames = await run_in_threadpool(jobs.result, job_id)
+        return JSONResponse({"id": job_id, "summary": summary, "frames": frames})
+
+    @app.get("/api/v1/videos/{job_id}/overlay.mp4", tags=["video"], dependencies=protected, response_class=FileResponse,
+             responses={200: {"content": {"video/mp4": {}}}, 409: {"model": ErrorResponse}, **video_errors})
+    async def video_overlay(job_id: str) -> Any:
+        """The overlay video (H.264 MP4) of a done job: frames with coloured masks and track labels."""
+        await run_in_threadpool(_done, job_id)
+        path = jobs.output_path(job_id, "overlay.mp4")
+        if not path.is_file():
+            raise ApiError(404, "not_found", "this job has no overlay video (no frame was processed)")
+        return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.overlay.mp4")
+
+    @app.delete("/api/v1/videos/{job_id}", status_code=204, tags=["video"], dependencies=protected,
+                responses=video_errors)
+    async def delete_video(job_id: str) -> Response:
+        """Cancel a queued or running job (it stops before its next frame) and delete it with its files."""
+        await run_in_threadpool(_runner().cancel, job_id)
+        return Response(status_code=204)
+
     if settings.ui:
         import gradio as gr
 
         from sam3studio.ui import build_ui
 
-        app = gr.mount_gradio_app(app, build_ui(service), path="/", max_file_size=settings.max_upload_bytes,
+        app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs), path="/", max_file_size=settings.max_upload_bytes,
                                   footer_links=["api"], show_error=False, auth=settings.ui_credentials(),
                                   auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.")
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -41,6 +42,16 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="Key the REST API requires (X-API-Key or Authorization: Bearer)")
     ui_auth: SecretStr | None = Field(None, description="'user:password' the web UI requires")
 
+    # Video jobs (POST /api/v1/videos and the UI's Video tab): one worker, a bounded queue, stored on disk.
+    data_dir: Path = Field(Path("~/.cache/sam3studio"),
+                           description="Where video jobs keep their uploads, outputs and jobs.sqlite3")
+    video_model: str | None = Field(None, description="Video model source; defaults to `model`")
+    max_video_mb: float = Field(500.0, gt=0, description="Largest accepted video upload or download")
+    max_video_frames: int = Field(10_000, ge=1, description="Most frames one video job may process")
+    max_video_duration_s: float = Field(600.0, gt=0, description="Longest accepted video")
+    max_video_jobs: int = Field(4, ge=1, description="Video jobs queued plus running; beyond, 503")
+    video_job_timeout_s: float = Field(3600.0, gt=0, description="A running video job fails after this long")
+
     lang: Literal["auto", "en", "zh"] = Field("auto", description="UI language; 'auto' follows the browser's Accept-Language")
 
     @field_validator("api_key", "ui_auth", mode="before")
@@ -70,6 +81,15 @@ class Settings(BaseSettings):
             return None
         user, _, password = self.ui_auth.get_secret_value().partition(":")
         return user, password
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand_data_dir(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def max_video_bytes(self) -> int:
+        return int(self.max_video_mb * 1024 * 1024)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,0 +1,194 @@
+"""Video jobs through the REST API: submit, poll, results, limits, cancellation, queue bound, restarts."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import make_test_video
+from sam3studio.api import create_app
+from sam3studio.jobs import JobRunner, JobStore
+from sam3studio.results import rle_to_mask
+from sam3studio.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+W, H = 96, 64
+
+
+def _settings(tmp_path, video_model, **over) -> Settings:
+    base = dict(model=str(tmp_path / "no-image-model"), video_model=str(video_model), device="cpu", dtype="float32",
+                ui=False, data_dir=tmp_path / "data", max_video_duration_s=2.0)
+    base.update(over)
+    return Settings(**base)
+
+
+@pytest.fixture(scope="module")
+def video_segmenter(tiny_video_checkpoint):
+    from sam3studio.video import load_video_segmenter
+
+    return load_video_segmenter(str(tiny_video_checkpoint), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    return {"short": make_test_video(d / "short.mp4", n=6, width=W, height=H, fps=12),
+            "medium": make_test_video(d / "medium.mp4", n=16, width=W, height=H, fps=12),
+            "long": make_test_video(d / "long.mp4", n=36, width=W, height=H, fps=12)}  # 3 s > the 2 s limit
+
+
+def _submit(client, path, **fields):
+    data = {"prompt": "red box", "threshold": "0.1", **{k: str(v) for k, v in fields.items()}}
+    with open(path, "rb") as f:
+        return client.post("/api/v1/videos", files={"video": (path.name, f, "video/mp4")}, data=data)
+
+
+def _wait(client, job_id, timeout=180.0, until=("done", "failed")):
+    end = time.monotonic() + timeout
+    while True:
+        r = client.get(f"/api/v1/videos/{job_id}")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if body["state"] in until or time.monotonic() > end:
+            return body
+        time.sleep(0.2)
+
+
+def _count_frames(path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_submit_poll_result_and_overlay(tmp_path, tiny_video_checkpoint, videos):
+    """The model comes from the `video_model` setting, loaded lazily by the first job."""
+    with TestClient(create_app(_settings(tmp_path, tiny_video_checkpoint))) as client:
+        r = _submit(client, videos["short"])
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        assert r.json()["state"] == "queued"
+        assert r.headers["location"] == f"/api/v1/videos/{job_id}"
+        assert (tmp_path / "data" / "jobs" / job_id / "input.mp4").is_file()
+        early = client.get(f"/api/v1/videos/{job_id}/result")
+        if early.status_code != 200:  # still queued/running
+            assert early.status_code == 409 and early.json()["error"]["code"] == "not_ready"
+        body = _wait(client, job_id)
+        assert body["state"] == "done", body
+        assert body["progress"] == {"done": 6, "total": 6}
+        assert body["error"] is None and body["updated"] >= body["created"]
+
+        res = client.get(f"/api/v1/videos/{job_id}/result")
+        assert res.status_code == 200
+        data = res.json()
+        frames, summary = data["frames"], data["summary"]
+        assert len(frames) == 6 == summary["frames_processed"]
+        assert summary["completed"] is True
+        assert str(tmp_path) not in json.dumps(summary)  # no server path leaks
+        seen = set()
+        for frame in frames:
+            assert (frame["width"], frame["height"]) == (W, H)
+            for inst in frame["instances"]:
+                mask = rle_to_mask(inst["mask"])
+                assert mask.shape == (H, W) and mask.dtype == np.bool_
+                seen.add(inst["track_id"])
+        assert seen == {t["track_id"] for t in summary["tracks"]}
+
+        mp4 = client.get(f"/api/v1/videos/{job_id}/overlay.mp4")
+        assert mp4.status_code == 200 and mp4.headers["content-type"] == "video/mp4"
+        out = tmp_path / "overlay.mp4"
+        out.write_bytes(mp4.content)
+        assert _count_frames(out) == 6
+
+        assert client.delete(f"/api/v1/videos/{job_id}").status_code == 204
+        assert client.get(f"/api/v1/videos/{job_id}").status_code == 404
+        assert not (tmp_path / "data" / "jobs" / job_id).exists()
+
+
+def test_bad_inputs_are_refused_at_submit(tmp_path, tiny_video_checkpoint, video_segmenter, videos):
+    settings = _settings(tmp_path, tiny_video_checkpoint)
+    with TestClient(create_app(settings, jobs=JobRunner(settings, segmenter=video_segmenter))) as client:
+        corrupt = tmp_path / "corrupt.mp4"
+        corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+        r = _submit(client, corrupt)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_input", r.text
+        r = _submit(client, videos["long"])
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large", r.text
+        r = _submit(client, videos["short"], stride=0)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_fields"
+        r = client.post("/api/v1/videos", data={"prompt": "x"})
+        assert r.status_code in (415, 422)
+        # Nothing refused was kept.
+        assert list((tmp_path / "data" / "jobs").iterdir()) == []
+        for path in ("/api/v1/videos/" + "0" * 32, "/api/v1/videos/nope", "/api/v1/videos/nope/result",
+                     "/api/v1/videos/" + "0" * 32 + "/overlay.mp4"):
+            r = client.get(path)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", path
+        assert client.delete("/api/v1/videos/" + "a" * 32).status_code == 404
+
+
+def test_cancel_running_job_and_queue_bound(tmp_path, tiny_video_checkpoint, video_segmenter, videos):
+    settings = _settings(tmp_path, tiny_video_checkpoint, max_video_jobs=2)
+    runner = JobRunner(settings, segmenter=video_segmenter)
+    with TestClient(create_app(settings, jobs=runner)) as client:
+        first = _submit(client, videos["medium"]).json()["id"]
+        second = _submit(client, videos["short"]).json()["id"]
+        full = _submit(client, videos["short"])
+        assert full.status_code == 503 and full.json()["error"]["code"] == "overloaded"
+        assert "retry-after" in full.headers
+
+        body = _wait(client, first, until=("running",))
+        assert body["state"] == "running"
+        while client.get(f"/api/v1/videos/{first}").json()["progress"]["done"] < 1:
+            time.sleep(0.1)
+        assert client.delete(f"/api/v1/videos/{first}").status_code == 204
+        assert client.get(f"/api/v1/videos/{first}").status_code == 404
+        # The worker stops the cancelled job before its next frame and goes on with the next one.
+        assert _wait(client, second)["state"] == "done"
+        assert not (tmp_path / "data" / "jobs" / first).exists()
+        assert runner.store.get(first) is None
+
+
+def test_unfinished_jobs_survive_a_restart(tmp_path, tiny_video_checkpoint, video_segmenter, videos):
+    settings = _settings(tmp_path, tiny_video_checkpoint)
+    store = JobStore(settings.data_dir / "jobs.sqlite3")
+    job = store.create({"prompts": ["red box"], "threshold": 0.1, "stride": 2, "start": None, "end": None,
+                        "max_frames": None}, state="running", progress_total=3)
+    folder = settings.data_dir / "jobs" / job["id"]
+    folder.mkdir(parents=True)
+    (folder / "input.mp4").write_bytes(videos["short"].read_bytes())
+    (folder / "summary.json").write_text('{"stale": true}')  # a crashed run's leftovers
+    store.update(job["id"], progress_done=2)
+    store.close()
+
+    with TestClient(create_app(settings, jobs=JobRunner(settings, segmenter=video_segmenter))) as client:
+        body = _wait(client, job["id"])
+        assert body["state"] == "done", body
+        data = client.get(f"/api/v1/videos/{job['id']}/result").json()
+        assert data["summary"]["completed"] is True and "stale" not in data["summary"]
+        assert len(data["frames"]) == 3  # every second frame of 6
+
+
+def test_ui_video_tab_runs_a_job_through_the_runner(tmp_path, tiny_video_checkpoint, video_segmenter, videos):
+    from sam3studio.service import SegmentService
+    from sam3studio.ui import build_ui
+
+    settings = _settings(tmp_path, tiny_video_checkpoint, ui=True)
+    runner = JobRunner(settings, segmenter=video_segmenter)
+    runner.start()
+    try:
+        demo = build_ui(SegmentService(settings), jobs=runner)
+        fn = next(f.fn for f in demo.fns.values() if f.api_name == "track_video")
+        overlay, table, downloads, status = fn(str(videos["short"]), "red box", 0.1, 2, "zh")
+        assert _count_frames(overlay) == 3
+        assert table["headers"][0] == "轨迹编号"
+        assert sorted(p.rsplit("/", 1)[-1] for p in downloads) == ["frames.jsonl", "overlay.mp4", "summary.json"]
+        assert "3 帧" in status
+        assert runner.store.count(("queued", "running", "done", "failed")) == 0  # the UI's job is cleaned up
+    finally:
+        runner.stop()
