@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 READY_TIMEOUT_S = 120.0
+PROCESSES: dict[str, subprocess.Popen] = {}  # url -> the running `serve` process, for tests that kill it
 
 
 def free_port() -> int:
@@ -30,7 +31,8 @@ def _console_script() -> str:
 
 
 @contextlib.contextmanager
-def running_server(model_dir: str | os.PathLike, timeout_s: float = READY_TIMEOUT_S) -> Iterator[str]:
+def running_server(model_dir: str | os.PathLike, timeout_s: float = READY_TIMEOUT_S,
+                   extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """Run `sam3studio serve --model DIR` on a free loopback port; yield its base URL once /api/v1/ready is 200.
 
     The process is always stopped afterwards (killed if it does not exit); its log is printed when
@@ -38,7 +40,8 @@ def running_server(model_dir: str | os.PathLike, timeout_s: float = READY_TIMEOU
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+           **(extra_env or {})}
     log = tempfile.TemporaryFile(mode="w+b")
     proc = subprocess.Popen(
         [_console_script(), "serve", "--model", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
@@ -64,12 +67,14 @@ def running_server(model_dir: str | os.PathLike, timeout_s: float = READY_TIMEOU
                 dump_log("not ready in time")
                 raise TimeoutError(f"sam3studio serve was not ready within {timeout_s:.0f} s")
             time.sleep(0.5)
+        PROCESSES[url] = proc
         try:
             yield url
         except BaseException:
             dump_log("test failed")
             raise
     finally:
+        PROCESSES.pop(url, None)
         proc.terminate()
         try:
             proc.wait(timeout=15)

@@ -192,3 +192,37 @@ def test_ui_video_tab_runs_a_job_through_the_runner(tmp_path, tiny_video_checkpo
         assert runner.store.count(("queued", "running", "done", "failed")) == 0  # the UI's job is cleaned up
     finally:
         runner.stop()
+
+
+def test_a_job_survives_a_killed_server(tmp_path, tiny_checkpoint, tiny_video_checkpoint):
+    """Start `serve`, submit a job, SIGKILL the server while the job runs, start it again: the job completes."""
+    import signal
+
+    import httpx
+
+    from _server import PROCESSES, running_server
+
+    video = make_test_video(tmp_path / "forty.mp4", n=40, width=W, height=H, fps=12)
+    env = {"SAM3STUDIO_VIDEO_MODEL": str(tiny_video_checkpoint), "SAM3STUDIO_DATA_DIR": str(tmp_path / "data"),
+           "SAM3STUDIO_UI": "false"}
+    with running_server(tiny_checkpoint, extra_env=env) as url:
+        with open(video, "rb") as f:
+            r = httpx.post(f"{url}/api/v1/videos", files={"video": ("forty.mp4", f, "video/mp4")},
+                           data={"prompt": "red box", "threshold": "0.1"}, timeout=60)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        end = time.monotonic() + 120
+        while (state := httpx.get(f"{url}/api/v1/videos/{job_id}", timeout=10).json())["progress"]["done"] < 2:
+            assert state["state"] in ("queued", "running") and time.monotonic() < end, state
+            time.sleep(0.1)
+        proc = PROCESSES[url]
+        proc.send_signal(signal.SIGKILL)  # a crash: no shutdown code runs
+        proc.wait(timeout=30)
+    with running_server(tiny_checkpoint, extra_env=env) as url:
+        end = time.monotonic() + 240
+        while (state := httpx.get(f"{url}/api/v1/videos/{job_id}", timeout=10).json())["state"] != "done":
+            assert state["state"] in ("queued", "running") and time.monotonic() < end, state
+            time.sleep(0.2)
+        result = httpx.get(f"{url}/api/v1/videos/{job_id}/result", timeout=30).json()
+        assert result["summary"]["completed"] is True
+        assert [f["frame"] for f in result["frames"]] == list(range(40))
