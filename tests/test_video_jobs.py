@@ -226,3 +226,32 @@ def test_a_job_survives_a_killed_server(tmp_path, tiny_checkpoint, tiny_video_ch
         result = httpx.get(f"{url}/api/v1/videos/{job_id}/result", timeout=30).json()
         assert result["summary"]["completed"] is True
         assert [f["frame"] for f in result["frames"]] == list(range(40))
+
+
+def test_a_stream_that_breaks_mid_decode_fails_its_job_and_the_server_goes_on(tmp_path, tiny_video_checkpoint,
+                                                                               video_segmenter, videos, monkeypatch):
+    """Probing passed, then decoding fails at frame 2 (as a damaged stream does): that job fails with the
+    reason, the next job runs normally."""
+    import sam3studio.video.tracker as tracker
+    from sam3studio.errors import InputError
+
+    real_iter_frames = tracker.iter_frames
+    broken = {"on": True}
+
+    def breaking(*args, **kwargs):
+        for n, item in enumerate(real_iter_frames(*args, **kwargs)):
+            if broken["on"] and n == 2:
+                raise InputError("medium.mp4: decoding failed after frame 1 (Invalid data found when processing input)")
+            yield item
+
+    monkeypatch.setattr(tracker, "iter_frames", breaking)
+    settings = _settings(tmp_path, tiny_video_checkpoint)
+    with TestClient(create_app(settings, jobs=JobRunner(settings, segmenter=video_segmenter))) as client:
+        job = _submit(client, videos["medium"]).json()["id"]
+        body = _wait(client, job)
+        assert body["state"] == "failed" and "decoding failed after frame 1" in body["error"], body
+        r = client.get(f"/api/v1/videos/{job}/result")
+        assert r.status_code == 409 and r.json()["error"]["code"] == "job_failed"
+        assert client.get("/api/v1/health").status_code == 200
+        broken["on"] = False
+        assert _wait(client, _submit(client, videos["short"]).json()["id"])["state"] == "done"
