@@ -48,27 +48,35 @@ MaskFormat = Literal["rle", "polygon", "png_base64", "none"]
 
 
 # ---------------------------------------------------------------------------- schemas
-class SegmentParams(BaseModel):
-    """Options shared by the JSON and the multipart forms of POST /api/v1/segment."""
+class PromptParams(BaseModel):
+    """The prompt fields every request has: `prompt` or `prompts`, and the detection threshold."""
 
     model_config = ConfigDict(extra="forbid")
     prompt: str | None = Field(None, description="One prompt, or several separated by commas: 'dog, red car'")
     prompts: list[str] | None = Field(None, description="Prompts as a list (alternative to `prompt`)")
     threshold: float = Field(0.5, ge=0.01, le=1.0, description="Detection score threshold")
+
+    @model_validator(mode="after")
+    def _one_prompt_field(self) -> PromptParams:
+        if self.prompt is None and self.prompts is None:
+            raise ValueError("give `prompt` (e.g. 'dog, red car') or `prompts` (a list)")
+        if self.prompt is not None and self.prompts is not None:
+            raise ValueError("give either `prompt` or `prompts`, not both")
+        return self
+
+    def prompt_value(self) -> str | list[str]:
+        return self.prompts if self.prompts is not None else self.prompt  # type: ignore[return-value]
+
+
+class SegmentParams(PromptParams):
+    """Options shared by the JSON and the multipart forms of POST /api/v1/segment."""
+
     mask_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Mask probability threshold")
     fill_holes: float = Field(0.0, ge=0.0, le=1.0, description="Fill holes smaller than this fraction of a mask")
     min_island: float = Field(0.0, ge=0.0, le=1.0, description="Drop islands smaller than this fraction of a mask")
     smooth: int = Field(0, ge=0, le=50, description="Edge smoothing radius in pixels")
     max_instances: int | None = Field(None, ge=1, description="Return at most this many instances")
     mask_format: MaskFormat = Field("rle", description="rle (COCO RLE), polygon, png_base64 or none")
-
-    @model_validator(mode="after")
-    def _one_prompt_field(self) -> SegmentParams:
-        if self.prompt is None and self.prompts is None:
-            raise ValueError("give `prompt` (e.g. 'dog, red car') or `prompts` (a list)")
-        if self.prompt is not None and self.prompts is not None:
-            raise ValueError("give either `prompt` or `prompts`, not both")
-        return self
 
     def options(self) -> SegmentOptions:
         return SegmentOptions(score_threshold=self.threshold, mask_threshold=self.mask_threshold,
@@ -89,28 +97,16 @@ class SegmentJSONRequest(SegmentParams):
         return self
 
 
-class VideoJobParams(BaseModel):
+class VideoJobParams(PromptParams):
     """Options of POST /api/v1/videos (multipart fields or JSON)."""
 
-    model_config = ConfigDict(extra="forbid")
-    prompt: str | None = Field(None, description="One prompt, or several separated by commas: 'dog, red car'")
-    prompts: list[str] | None = Field(None, description="Prompts as a list (alternative to `prompt`)")
-    threshold: float = Field(0.5, ge=0.01, le=1.0, description="Detection score threshold")
     stride: int = Field(1, ge=1, le=10_000, description="Process every n-th frame")
     start: float | None = Field(None, ge=0, description="Start at this second (inclusive)")
     end: float | None = Field(None, gt=0, description="Stop at this second (exclusive)")
     max_frames: int | None = Field(None, ge=1, description="Process at most this many frames")
 
-    @model_validator(mode="after")
-    def _one_prompt_field(self) -> VideoJobParams:
-        if self.prompt is None and self.prompts is None:
-            raise ValueError("give `prompt` (e.g. 'dog, red car') or `prompts` (a list)")
-        if self.prompt is not None and self.prompts is not None:
-            raise ValueError("give either `prompt` or `prompts`, not both")
-        return self
-
     def job_params(self) -> dict[str, Any]:
-        return {"prompts": self.prompts if self.prompts is not None else self.prompt, "threshold": self.threshold,
+        return {"prompts": self.prompt_value(), "threshold": self.threshold,
                 "stride": self.stride, "start": self.start, "end": self.end, "max_frames": self.max_frames}
 
 
@@ -580,7 +576,7 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
                                "application/json")
         except ValidationError as exc:
             raise ApiError(422, "invalid_fields", _validation_message(exc)) from None
-        prompts = params.prompts if params.prompts is not None else params.prompt
+        prompts = params.prompt_value()
         # A client that disconnects while its request waits for the model gives its place up.
         gone = threading.Event()
         watcher = asyncio.create_task(_watch_disconnect(request, gone))
