@@ -36,7 +36,7 @@ from cachetools import LRUCache
 from sam3studio.errors import InputError
 from sam3studio.io.images import ImageInput, load_image
 from sam3studio.model import LoadedModel, inference_context
-from sam3studio.prompts import Translator, identity_translator, parse_prompts
+from sam3studio.prompts import Translation, Translator, identity_translator, parse_prompts
 from sam3studio.refine import RefineOptions
 from sam3studio.results import PromptResult, Segmentation
 
@@ -45,6 +45,61 @@ DEFAULT_MAX_INSTANCES = 100
 # Queries scoring below this are dropped from the raw cache: no threshold a user can set reaches them.
 MIN_SCORE_THRESHOLD = 0.01
 _UPSAMPLE_CHUNK_PIXELS = 64_000_000  # bound on float32 elements upsampled at once (~256 MB)
+MAX_BOXES = 16
+BOX_ONLY_QUERY = "visual"  # the text SAM 3's processor pairs with exemplar boxes when no prompt is given
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Exemplar boxes as the model reads them: normalised (cx, cy, w, h) and labels 1/0."""
+
+    boxes: torch.Tensor  # (N, 4) float32
+    labels: torch.Tensor  # (N,) int64
+    signature: str  # part of the prediction cache key
+
+
+def validate_boxes(boxes: Any, box_labels: Any, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check exemplar boxes (XYXY in original pixels) and labels (1 positive, 0 negative; default all 1).
+
+    Raises `InputError` naming the first bad box: wrong shape, x1 >= x2 or y1 >= y2, outside the
+    image, labels of the wrong length or not 0/1, more than `MAX_BOXES`.
+    """
+    try:
+        arr = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("boxes must be a list of [x1, y1, x2, y2] number lists") from None
+    if arr.ndim == 1 and arr.size == 4:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != 4 or len(arr) == 0:
+        raise InputError(f"boxes must be a list of [x1, y1, x2, y2] boxes, got shape {list(arr.shape)}")
+    if len(arr) > MAX_BOXES:
+        raise InputError(f"{len(arr)} boxes given; the limit is {MAX_BOXES}")
+    if not np.isfinite(arr).all():
+        raise InputError("box coordinates must be finite numbers")
+    for i, (x1, y1, x2, y2) in enumerate(arr):
+        if x1 >= x2 or y1 >= y2:
+            raise InputError(f"box {i + 1} {[float(v) for v in (x1, y1, x2, y2)]}: needs x1 < x2 and y1 < y2 (XYXY pixels)")
+        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+            raise InputError(f"box {i + 1} {[float(v) for v in (x1, y1, x2, y2)]} is outside the {width}x{height} image")
+    if box_labels is None:
+        labels = np.ones(len(arr), dtype=np.int64)
+    else:
+        try:
+            labels = np.asarray(box_labels, dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError):
+            raise InputError("box_labels must be a list of 1 (positive) and 0 (negative)") from None
+        if len(labels) != len(arr):
+            raise InputError(f"{len(labels)} box labels for {len(arr)} boxes: give one label per box")
+        if not np.isin(labels, (0, 1)).all():
+            raise InputError("box_labels must be 1 (positive: find objects like this) or 0 (negative: not like this)")
+    return arr, labels
+
+
+def _geometry(boxes: np.ndarray, labels: np.ndarray, width: int, height: int) -> _Geometry:
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
+    cxcywh = np.stack([(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height], axis=1)
+    signature = hashlib.sha1(np.round(cxcywh, 6).tobytes() + labels.tobytes()).hexdigest()[:16]
+    return _Geometry(torch.tensor(cxcywh, dtype=torch.float32), torch.tensor(labels, dtype=torch.int64), signature)
 
 __all__ = ["Segmenter", "SegmenterStats", "MIN_SCORE_THRESHOLD", "DEFAULT_MAX_INSTANCES"]
 
@@ -179,11 +234,13 @@ class Segmenter:
     def segment(
         self,
         image: ImageInput,
-        prompts: str | Sequence[str],
+        prompts: str | Sequence[str] | None = None,
         score_threshold: float = 0.5,
         mask_threshold: float = 0.5,
         refine: RefineOptions | None = None,
         max_instances: int | None = DEFAULT_MAX_INSTANCES,
+        boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+        box_labels: Sequence[int] | None = None,
     ) -> Segmentation:
         """Find every instance of each prompt in ``image``.
 
@@ -194,6 +251,9 @@ class Segmenter:
             mask_threshold: probability above which a pixel belongs to a mask.
             refine: optional mask clean-up (fill holes, drop islands, smooth edges).
             max_instances: keep at most this many instances, highest scores first.
+            boxes: exemplar boxes, XYXY in original pixels: "objects like this one". With prompts they
+                refine every prompt; without, SAM 3 finds objects like the positive boxes alone.
+            box_labels: one per box, 1 (positive, default) or 0 (negative: "not like this").
 
         Returns:
             A `Segmentation` at the original resolution: boolean masks, XYXY pixel boxes, and per
@@ -201,15 +261,24 @@ class Segmenter:
         """
         timer = _Timer(dict.fromkeys(("decode", "image_encoding", "prompts", "postprocess"), 0.0))
         start = t = time.perf_counter()
-        texts = parse_prompts(prompts)
-        translations = [self.translator(t) for t in texts]
+        if prompts is None and boxes is not None:
+            texts, translations = [BOX_ONLY_QUERY], [Translation(query=BOX_ONLY_QUERY)]
+        else:
+            texts = parse_prompts(prompts)
+            translations = [self.translator(t) for t in texts]
         queries = [tr.query for tr in translations]
         _validate_thresholds(score_threshold, mask_threshold, max_instances)
+        if box_labels is not None and boxes is None:
+            raise InputError("box_labels given without boxes")
         rgb = load_image(image)
+        geometry = None
+        if boxes is not None:
+            box_arr, labels = validate_boxes(boxes, box_labels, rgb.shape[1], rgb.shape[0])
+            geometry = _geometry(box_arr, labels, rgb.shape[1], rgb.shape[0])
         key = _image_key(rgb)
         t = timer.add("decode", t)
         with self._lock:
-            raw = self._predict(key, rgb, queries, timer)
+            raw = self._predict(key, rgb, queries, timer, geometry)
         t = time.perf_counter()
         seg = self._postprocess(raw, texts, translations, rgb.shape[0], rgb.shape[1], score_threshold,
                                 mask_threshold, max_instances)
@@ -221,17 +290,19 @@ class Segmenter:
         return seg
 
     # ------------------------------------------------------------------ model passes
-    def _predict(self, key: str, rgb: np.ndarray, queries: list[str], timer: _Timer) -> list[_RawPrediction]:
-        missing = [q for q in dict.fromkeys(queries) if (key, q) not in self._predictions]
+    def _predict(self, key: str, rgb: np.ndarray, queries: list[str], timer: _Timer,
+                 geometry: _Geometry | None = None) -> list[_RawPrediction]:
+        sig = geometry.signature if geometry is not None else ""
+        missing = [q for q in dict.fromkeys(queries) if (key, q, sig) not in self._predictions]
         self.stats.prediction_cache_hits += len(queries) - len(missing)
-        results: dict[str, _RawPrediction] = {q: self._predictions[(key, q)] for q in queries if q not in missing}
+        results: dict[str, _RawPrediction] = {q: self._predictions[(key, q, sig)] for q in queries if q not in missing}
         if missing:
             entry = self._image_features(key, rgb, timer)
             t = time.perf_counter()
             for i in range(0, len(missing), self.prompt_batch_size):
                 chunk = missing[i : i + self.prompt_batch_size]
-                for q, pred in zip(chunk, self._run_heads(entry, chunk), strict=True):
-                    self._predictions[(key, q)] = pred
+                for q, pred in zip(chunk, self._run_heads(entry, chunk, geometry), strict=True):
+                    self._predictions[(key, q, sig)] = pred
                     results[q] = pred
             timer.add("prompts", t)
         return [results[q] for q in queries]
@@ -272,7 +343,7 @@ class Segmenter:
         pairs = [self._text[q] for q in queries]
         return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
-    def _run_heads(self, entry: _ImageEntry, queries: list[str]) -> list[_RawPrediction]:
+    def _run_heads(self, entry: _ImageEntry, queries: list[str], geometry: _Geometry | None = None) -> list[_RawPrediction]:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         text, text_mask = self._text_features(queries)
@@ -282,11 +353,17 @@ class Segmenter:
             fpn_hidden_states=tuple(x.expand(k, *x.shape[1:]) for x in vision.fpn_hidden_states),
             fpn_position_encoding=tuple(x.expand(k, *x.shape[1:]) for x in vision.fpn_position_encoding),
         )
+        extra = {}
+        if geometry is not None:
+            n = len(geometry.labels)
+            extra = {"input_boxes": geometry.boxes.to(self.device)[None].expand(k, n, 4),
+                     "input_boxes_labels": geometry.labels.to(self.device)[None].expand(k, n)}
         with inference_context(self.device, self.dtype):
             out = self.model(
                 vision_embeds=batched_vision,
                 text_embeds=BaseModelOutputWithPooling(pooler_output=text),
                 attention_mask=text_mask,
+                **extra,
             )
         self.stats.head_passes += 1
         presence = torch.sigmoid(out.presence_logits.float()).reshape(k)

@@ -1,0 +1,87 @@
+"""Exemplar boxes: "objects like this one" with or without text, through `Segmenter.segment(boxes=...)`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sam3studio.core import BOX_ONLY_QUERY
+from sam3studio.errors import InputError
+
+
+def _baseline_scores(segmenter, image, text, boxes, labels):
+    """The documented transformers path: processor with input_boxes, one model call."""
+    proc, model = segmenter.processor, segmenter.model
+    inputs = proc(images=image, text=text, input_boxes=[boxes], input_boxes_labels=[labels], return_tensors="pt")
+    with torch.inference_mode():
+        out = model(**inputs)
+    presence = torch.sigmoid(out.presence_logits.float()).reshape(-1)
+    return np.sort((torch.sigmoid(out.pred_logits.float())[0] * presence[0]).numpy())[::-1]
+
+
+@pytest.mark.parametrize(("text", "boxes", "labels"), [
+    ("cat", [[120, 40, 330, 240]], [1]),
+    ("cat", [[120, 40, 330, 240], [0, 0, 60, 60]], [1, 0]),
+    (None, [[120, 40, 330, 240]], [1]),
+])
+def test_boxes_give_what_the_documented_processor_path_gives(segmenter, cat_photo, text, boxes, labels):
+    ours = segmenter.segment(cat_photo, text, score_threshold=0.01, mask_threshold=0.01, boxes=boxes, box_labels=labels)
+    expected = _baseline_scores(segmenter, cat_photo, text or BOX_ONLY_QUERY, boxes, labels)
+    got = np.sort(ours.scores)[::-1]
+    np.testing.assert_allclose(got, expected[expected > 0.01][: len(got)], atol=1e-4)
+    assert ours.prompts[0].text == (text or BOX_ONLY_QUERY)
+
+
+def test_box_coordinates_reach_the_model_normalised_on_a_non_square_image(segmenter, monkeypatch):
+    """A box drawn on a 400x100 image arrives as (cx, cy, w, h) / (W, H), with its label, for every prompt."""
+    image = np.zeros((100, 400, 3), np.uint8)
+    seen = {}
+    forward = segmenter.model.forward
+
+    def spy(*args, **kwargs):
+        seen.update({k: kwargs.get(k) for k in ("input_boxes", "input_boxes_labels")})
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter.model, "forward", spy)
+    segmenter.segment(image, "cat, dog", boxes=[[40, 10, 120, 50], [200, 0, 400, 100]], box_labels=[1, 0])
+    boxes, labels = seen["input_boxes"], seen["input_boxes_labels"]
+    assert tuple(boxes.shape) == (2, 2, 4) and tuple(labels.shape) == (2, 2)
+    np.testing.assert_allclose(boxes[0].numpy(), [[0.2, 0.3, 0.2, 0.4], [0.75, 0.5, 0.5, 1.0]], atol=1e-6)
+    np.testing.assert_array_equal(boxes[1].numpy(), boxes[0].numpy())
+    assert labels.tolist() == [[1, 0], [1, 0]]
+
+
+def test_boxes_change_the_result_and_reuse_the_image_encoding(segmenter, cat_photo):
+    segmenter.clear_cache()
+    calls = segmenter.stats.vision_encoder_calls
+    text_only = segmenter.segment(cat_photo, "cat", score_threshold=0.01)
+    with_box = segmenter.segment(cat_photo, "cat", score_threshold=0.01, boxes=[[120, 40, 330, 240]])
+    again = segmenter.segment(cat_photo, "cat", score_threshold=0.01, boxes=[[120, 40, 330, 240]])
+    assert segmenter.stats.vision_encoder_calls == calls + 1  # one encoding for all three
+    assert not np.allclose(np.sort(text_only.scores), np.sort(with_box.scores))
+    np.testing.assert_array_equal(with_box.scores, again.scores)  # cached per (image, prompt, boxes)
+
+
+@pytest.mark.parametrize(("boxes", "labels", "match"), [
+    ([[50, 50, 40, 80]], None, "x1 < x2"),
+    ([[10, 80, 40, 20]], None, "y1 < y2"),
+    ([[-1, 0, 40, 40]], None, "outside the 451x300 image"),
+    ([[0, 0, 452, 40]], None, "outside"),
+    ([[0, 0, 40]], None, "x1, y1, x2, y2"),
+    ("not boxes", None, "boxes must be"),
+    ([[0, 0, 40, 40]], [1, 0], "2 box labels for 1 boxes"),
+    ([[0, 0, 40, 40]], [2], "1 \\(positive"),
+    ([[0, 0, 1, 1]] * 17, None, "limit is 16"),
+    ([[0, 0, float("nan"), 40]], None, "finite"),
+])
+def test_bad_boxes_are_precise_input_errors(segmenter, cat_photo, boxes, labels, match):
+    with pytest.raises(InputError, match=match):
+        segmenter.segment(cat_photo, "cat", boxes=boxes, box_labels=labels)
+
+
+def test_labels_without_boxes_and_nothing_at_all_are_errors(segmenter, cat_photo):
+    with pytest.raises(InputError, match="box_labels given without boxes"):
+        segmenter.segment(cat_photo, "cat", box_labels=[1])
+    with pytest.raises(InputError, match="no prompt"):
+        segmenter.segment(cat_photo, None)
