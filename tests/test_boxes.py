@@ -85,3 +85,62 @@ def test_labels_without_boxes_and_nothing_at_all_are_errors(segmenter, cat_photo
         segmenter.segment(cat_photo, "cat", box_labels=[1])
     with pytest.raises(InputError, match="no prompt"):
         segmenter.segment(cat_photo, None)
+
+
+# ---------------------------------------------------------------------------- the REST API
+@pytest.fixture
+def client(tiny_checkpoint, segmenter):
+    from fastapi.testclient import TestClient
+
+    from sam3studio.api import create_app
+    from sam3studio.settings import Settings
+
+    settings = Settings(model=str(tiny_checkpoint), device="cpu", dtype="float32", ui=False)
+    with TestClient(create_app(settings, segmenter=segmenter)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cat_png(cat_photo):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(cat_photo).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_api_boxes_in_json_and_multipart_match_the_library(client, segmenter, cat_photo, cat_png):
+    import base64
+
+    box = [[120, 40, 330, 240], [0, 0, 60, 60]]
+    direct = segmenter.segment(cat_photo, "cat", score_threshold=0.05, boxes=box, box_labels=[1, 0])
+    form = client.post("/api/v1/segment", files={"image": ("cat.png", cat_png, "image/png")},
+                       data={"prompt": "cat", "threshold": "0.05", "boxes": "[[120, 40, 330, 240], [0, 0, 60, 60]]",
+                             "box_labels": "[1, 0]"})
+    assert form.status_code == 200, form.text
+    assert [i["score"] for i in form.json()["instances"]] == pytest.approx(direct.scores.tolist(), abs=1e-5)
+
+    only_boxes = client.post("/api/v1/segment", json={"image_base64": base64.b64encode(cat_png).decode(),
+                                                      "boxes": [box[0]], "threshold": 0.05})
+    assert only_boxes.status_code == 200, only_boxes.text
+    assert only_boxes.json()["prompts"][0]["text"] == BOX_ONLY_QUERY
+    expected = segmenter.segment(cat_photo, None, score_threshold=0.05, boxes=[box[0]])
+    assert len(only_boxes.json()["instances"]) == len(expected)
+
+
+@pytest.mark.parametrize(("data", "status", "code", "match"), [
+    ({"prompt": "cat", "boxes": "[[50, 50, 40, 80]]"}, 400, "bad_input", "x1 < x2"),
+    ({"prompt": "cat", "boxes": "[[0, 0, 999, 40]]"}, 400, "bad_input", "outside"),
+    ({"prompt": "cat", "boxes": "[[0, 0, 40, 40]]", "box_labels": "[1, 1]"}, 400, "bad_input", "2 box labels"),
+    ({"prompt": "cat", "box_labels": "[1]"}, 400, "bad_input", "without boxes"),
+    ({"prompt": "cat", "boxes": "[[0, 0, 40"}, 422, "invalid_fields", "not a JSON list"),
+    ({"threshold": "0.5"}, 422, "invalid_fields", "or exemplar `boxes`"),
+])
+def test_api_bad_boxes(client, cat_png, data, status, code, match):
+    import re
+
+    resp = client.post("/api/v1/segment", files={"image": ("cat.png", cat_png, "image/png")}, data=data)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["code"] == code and re.search(match, resp.json()["error"]["message"])

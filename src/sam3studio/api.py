@@ -58,14 +58,15 @@ class PromptParams(BaseModel):
 
     @model_validator(mode="after")
     def _one_prompt_field(self) -> PromptParams:
-        if self.prompt is None and self.prompts is None:
-            raise ValueError("give `prompt` (e.g. 'dog, red car') or `prompts` (a list)")
+        if self.prompt is None and self.prompts is None and getattr(self, "boxes", None) is None:
+            raise ValueError("give `prompt` (e.g. 'dog, red car') or `prompts` (a list)"
+                             + (" or exemplar `boxes`" if "boxes" in type(self).model_fields else ""))
         if self.prompt is not None and self.prompts is not None:
             raise ValueError("give either `prompt` or `prompts`, not both")
         return self
 
-    def prompt_value(self) -> str | list[str]:
-        return self.prompts if self.prompts is not None else self.prompt  # type: ignore[return-value]
+    def prompt_value(self) -> str | list[str] | None:
+        return self.prompts if self.prompts is not None else self.prompt
 
 
 class SegmentParams(PromptParams):
@@ -77,11 +78,15 @@ class SegmentParams(PromptParams):
     smooth: int = Field(0, ge=0, le=50, description="Edge smoothing radius in pixels")
     max_instances: int | None = Field(None, ge=1, description="Return at most this many instances")
     mask_format: MaskFormat = Field("rle", description="rle (COCO RLE), polygon, png_base64 or none")
+    boxes: list[list[float]] | None = Field(
+        None, max_length=16, description="Exemplar boxes [[x1, y1, x2, y2], ...] in image pixels: find objects like "
+                                         "these (with or without a prompt). Multipart: a JSON list.")
+    box_labels: list[int] | None = Field(None, description="One per box: 1 positive (default), 0 negative")
 
     def options(self) -> SegmentOptions:
         return SegmentOptions(score_threshold=self.threshold, mask_threshold=self.mask_threshold,
                               fill_holes=self.fill_holes, min_island=self.min_island, smooth=self.smooth,
-                              max_instances=self.max_instances)
+                              max_instances=self.max_instances, boxes=self.boxes, box_labels=self.box_labels)
 
 
 class SegmentJSONRequest(SegmentParams):
@@ -268,7 +273,8 @@ def segmentation_response(seg: Segmentation, fmt: MaskFormat, model: dict[str, A
 
 
 _MULTIPART_FIELDS = {"prompt", "prompts", "threshold", "mask_threshold", "fill_holes", "min_island", "smooth",
-                     "max_instances", "mask_format"}
+                     "max_instances", "mask_format", "boxes", "box_labels"}
+_MULTIPART_JSON_FIELDS = {"boxes", "box_labels"}  # nested lists travel as JSON text in a form
 
 
 def _multipart_params(form: Any) -> dict[str, Any]:
@@ -289,6 +295,11 @@ def _multipart_params(form: Any) -> dict[str, Any]:
                 else:
                     items.append(v)
             out[key] = items
+        elif key in _MULTIPART_JSON_FIELDS:
+            try:
+                out[key] = json.loads(values[-1]) if isinstance(values[-1], str) else values[-1]
+            except (ValueError, RecursionError):
+                raise ApiError(422, "invalid_fields", f"{key}: not a JSON list (e.g. [[10, 20, 110, 220]])") from None
         else:
             out[key] = values[-1]
     return out

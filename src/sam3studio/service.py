@@ -124,6 +124,8 @@ class SegmentOptions:
     min_island: float = 0.0
     smooth: int = 0
     max_instances: int | None = None
+    boxes: Any = None  # exemplar boxes, XYXY pixels (see `Segmenter.segment`)
+    box_labels: Any = None
 
     def refine(self) -> RefineOptions:
         try:
@@ -208,7 +210,8 @@ class SegmentService:
         model work starts (a running forward pass is not interrupted). An out-of-memory error fails this
         request with `OutOfMemory` after freeing the caches, so the next request starts clean.
         """
-        queries = self.parse_prompts(prompts)
+        no_prompt = prompts is None or (isinstance(prompts, (list, tuple)) and not prompts)
+        queries = None if no_prompt and options.boxes is not None else self.parse_prompts(prompts)
         refine = options.refine()
         limit = min(options.max_instances or self.settings.max_instances, self.settings.max_instances)
         segmenter = self.require_ready()
@@ -217,7 +220,8 @@ class SegmentService:
                 raise Cancelled("the client disconnected before its turn")
             try:
                 return segmenter.segment(image, queries, score_threshold=options.score_threshold,
-                                         mask_threshold=options.mask_threshold, refine=refine, max_instances=limit)
+                                         mask_threshold=options.mask_threshold, refine=refine, max_instances=limit,
+                                         boxes=options.boxes, box_labels=options.box_labels)
             except _oom_errors() as exc:
                 log.error("out of memory on a %sx%s image with %d prompt(s): %s", image.shape[1], image.shape[0],
                           len(queries), exc)
