@@ -235,7 +235,9 @@ def test_interrupted_write_keeps_old_json_and_no_temp(tmp_path, seg, monkeypatch
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export.os, "replace", boom)
+    from sam3studio.io import files
+
+    monkeypatch.setattr(files.os, "replace", boom)  # the atomic writer export uses
     with pytest.raises(KeyboardInterrupt):
         write_outputs(seg, None, tmp_path, "a", "json", source="new")
     assert json.loads(paths["json"].read_text(encoding="utf-8"))["source"] == "old"

@@ -277,6 +277,20 @@ _MULTIPART_FIELDS = {"prompt", "prompts", "threshold", "mask_threshold", "fill_h
 _MULTIPART_JSON_FIELDS = {"boxes", "box_labels"}  # nested lists travel as JSON text in a form
 
 
+def _form_prompts(values: list[Any]) -> list[Any]:
+    """A form's `prompts`: repeated fields, or one field holding a JSON list."""
+    items: list[Any] = []
+    for v in values:
+        if isinstance(v, str) and v.strip().startswith("["):
+            try:
+                items.extend(json.loads(v))
+            except (ValueError, RecursionError):
+                raise ApiError(422, "invalid_fields", "prompts: not a JSON list of strings") from None
+        else:
+            items.append(v)
+    return items
+
+
 def _multipart_params(form: Any) -> dict[str, Any]:
     unknown = set(form.keys()) - _MULTIPART_FIELDS - {"image"}
     if unknown:
@@ -285,16 +299,7 @@ def _multipart_params(form: Any) -> dict[str, Any]:
     for key in _MULTIPART_FIELDS & set(form.keys()):
         values = form.getlist(key)
         if key == "prompts":
-            items: list[str] = []
-            for v in values:  # repeated fields, or one JSON list
-                if isinstance(v, str) and v.strip().startswith("["):
-                    try:
-                        items.extend(json.loads(v))
-                    except (ValueError, RecursionError):
-                        raise ApiError(422, "invalid_fields", "prompts: not a JSON list of strings") from None
-                else:
-                    items.append(v)
-            out[key] = items
+            out[key] = _form_prompts(values)
         elif key in _MULTIPART_JSON_FIELDS:
             try:
                 out[key] = json.loads(values[-1]) if isinstance(values[-1], str) else values[-1]
@@ -407,16 +412,7 @@ def _video_form_params(form: Any) -> dict[str, Any]:
     for key in _VIDEO_FIELDS & set(form.keys()):
         values = [v for v in form.getlist(key) if isinstance(v, str)]
         if key == "prompts":
-            items: list[str] = []
-            for v in values:
-                if v.strip().startswith("["):
-                    try:
-                        items.extend(json.loads(v))
-                    except (ValueError, RecursionError):
-                        raise ApiError(422, "invalid_fields", "prompts: not a JSON list of strings") from None
-                else:
-                    items.append(v)
-            out[key] = items
+            out[key] = _form_prompts(values)
         elif values:
             out[key] = None if key in ("start", "end", "max_frames") and values[-1] == "" else values[-1]
     return out

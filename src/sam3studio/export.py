@@ -17,19 +17,16 @@ the JSON is written last, so its presence marks the image as complete (the CLI r
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import unicodedata
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from PIL import Image
 
+from sam3studio.io.files import atomic_write as _atomic_write
 from sam3studio.render import render_cutout, render_overlay
 from sam3studio.results import Segmentation
 
@@ -107,24 +104,6 @@ def output_paths(out_dir: Path, stem: str, formats: str | Sequence[str]) -> dict
 def is_complete(out_dir: Path, stem: str, formats: str | Sequence[str]) -> bool:
     """True when every path of `output_paths` exists."""
     return all(p.exists() for p in output_paths(out_dir, stem, formats).values())
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temporary file in the same directory, then ``os.replace`` it.
-
-    Readers never see a partial file; on any error the temporary file is removed.
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:

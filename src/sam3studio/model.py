@@ -217,20 +217,10 @@ def load_model(source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = 
     if source == RANDOM_SOURCE:
         return _build_random(dev, dt)
 
-    if source.startswith(MODELSCOPE_PREFIX):
-        path_or_id: str = str(_resolve_modelscope(source[len(MODELSCOPE_PREFIX):].strip()))
-    else:
-        path_or_id = source
-    local = Path(os.path.expanduser(path_or_id))
-    is_local = local.exists()
-    if is_local and not (local / "config.json").is_file():
-        raise ModelSourceError(f"{local} is not a transformers checkpoint directory (no config.json in it)")
-    if not is_local and (path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1):
-        raise ModelSourceError(f"model directory {path_or_id} does not exist")
+    load_from, local = resolve_checkpoint(source)
 
     from transformers import AutoConfig, Sam3Processor
 
-    load_from = str(local) if is_local else path_or_id
     try:
         config = AutoConfig.from_pretrained(load_from)
         model_cls, arch = _model_class(config.model_type)
@@ -241,11 +231,36 @@ def load_model(source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = 
     except ModelSourceError:
         raise
     except Exception as exc:
-        if is_local:
-            raise ModelSourceError(f"could not load the checkpoint in {local}: {_hub_error_reason(exc)}") from exc
-        raise ModelSourceError(GATED_HELP.format(source=source, reason=_hub_error_reason(exc))) from exc
+        raise load_error(exc, source, local) from exc
     model = model.to(device=dev, dtype=dt).eval()
     return LoadedModel(model, processor, source, dev, dt, arch)
+
+
+def resolve_checkpoint(source: str) -> tuple[str, Path | None]:
+    """Where to load ``source`` from: ``(path or hub id, local folder or None)``.
+
+    ``modelscope:<id>`` is downloaded first. Raises `ModelSourceError` for a folder without
+    config.json, or a path-like source that does not exist.
+    """
+    if source.startswith(MODELSCOPE_PREFIX):
+        path_or_id = str(_resolve_modelscope(source[len(MODELSCOPE_PREFIX):].strip()))
+    else:
+        path_or_id = source
+    local = Path(os.path.expanduser(path_or_id))
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelSourceError(f"{local} is not a transformers checkpoint directory (no config.json in it)")
+        return str(local), local
+    if path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1:
+        raise ModelSourceError(f"model directory {path_or_id} does not exist")
+    return path_or_id, None
+
+
+def load_error(exc: BaseException, source: str, local: Path | None, what: str = "the checkpoint") -> ModelSourceError:
+    """The one sentence a user gets when loading ``source`` failed (gated hub repo, offline, broken folder)."""
+    if local is not None:
+        return ModelSourceError(f"could not load {what} in {local}: {_hub_error_reason(exc)}")
+    return ModelSourceError(GATED_HELP.format(source=source, reason=_hub_error_reason(exc)))
 
 
 def load_segmenter(

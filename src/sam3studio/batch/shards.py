@@ -15,12 +15,12 @@ looks done.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from sam3studio.batch.sources import BatchInputError
+from sam3studio.io.files import atomic_write as _atomic_write
 
 __all__ = ["FORMATS", "JobDir", "plan_shards"]
 
@@ -37,20 +37,6 @@ def plan_shards(n_items: int, shard_size: int) -> list[range]:
     if shard_size < 1:
         raise ValueError(f"shard size must be at least 1, got {shard_size}")
     return [range(start, min(start + shard_size, n_items)) for start in range(0, n_items, shard_size)]
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a hidden temporary file in the same folder, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_lines(lines: Iterable[str]) -> Callable[[IO[bytes]], None]:

@@ -14,13 +14,13 @@ also accepted; it has no presence scores and no latencies. Image and category id
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam3studio.evaluation.data import EvalDataError, EvalDataset, EvalImage, _read_json
+from sam3studio.io.files import atomic_write_json
 
 if TYPE_CHECKING:
     from sam3studio.core import Segmenter
@@ -54,9 +54,7 @@ class Predictions:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict()), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_json(path, self.to_dict(), indent=None)
         return path
 
     @classmethod

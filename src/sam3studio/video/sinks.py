@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
@@ -35,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from sam3studio.io.files import atomic_write_json
 from sam3studio.video.results import FrameResult, summarize_tracks
 
 __all__ = [
@@ -290,20 +290,6 @@ def _prompt_dict(prompt: Any, tracks_per_prompt: Mapping[str, int]) -> dict[str,
             "count": int(tracks_per_prompt.get(text, 0))}
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file next to ``path`` and rename it over ``path``: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class SummaryWriter:
     """Accumulates per-track statistics as frames pass, then builds and writes ``summary.json``.
 
@@ -372,7 +358,7 @@ class SummaryWriter:
         """`build` the summary and, when this writer has a path, write it atomically; returns the dict."""
         summary = self.build(**kwargs)
         if self.path is not None:
-            _write_json_atomic(self.path, summary)
+            atomic_write_json(self.path, summary)
         return summary
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sam3studio.errors import InputError, ModelSourceError
+from sam3studio.errors import InputError
 from sam3studio.prompts import Translator, parse_prompts
 from sam3studio.results import PromptResult
 from sam3studio.video.io import VideoInfo, VideoLimits, check_options, iter_frames, plan_frames, probe_video
@@ -54,39 +54,23 @@ def _build_random_video(device, dtype) -> LoadedVideoModel:
 
 def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype: str = "auto") -> LoadedVideoModel:
     """Load `Sam3VideoModel` + `Sam3VideoProcessor` from a hub id, a local folder, ``modelscope:<id>`` or ``random``."""
-    from sam3studio.model import (
-        GATED_HELP,
-        MODELSCOPE_PREFIX,
-        RANDOM_SOURCE,
-        _hub_error_reason,
-        _resolve_modelscope,
-        resolve_device,
-        resolve_dtype,
-    )
+    from sam3studio.model import RANDOM_SOURCE, load_error, resolve_checkpoint, resolve_device, resolve_dtype
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     source = (source or "facebook/sam3").strip()
     if source == RANDOM_SOURCE:
         return _build_random_video(dev, dt)
-    path_or_id = str(_resolve_modelscope(source[len(MODELSCOPE_PREFIX):])) if source.startswith(MODELSCOPE_PREFIX) else source
-    local = Path(path_or_id).expanduser()
-    if local.exists() and not (local / "config.json").is_file():
-        raise ModelSourceError(f"{local} is not a transformers checkpoint directory (no config.json in it)")
-    if not local.exists() and (path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1):
-        raise ModelSourceError(f"model directory {path_or_id} does not exist")
+    load_from, local = resolve_checkpoint(source)
     from transformers import Sam3VideoModel, Sam3VideoProcessor
 
-    load_from = str(local) if local.exists() else path_or_id
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*bos_token_id.*|.*eos_token_id.*|.*pad_token_id.*")
             model = Sam3VideoModel.from_pretrained(load_from, dtype=dt)
         processor = Sam3VideoProcessor.from_pretrained(load_from)
     except Exception as exc:
-        if local.exists():
-            raise ModelSourceError(f"could not load a SAM 3 video model from {local}: {_hub_error_reason(exc)}") from exc
-        raise ModelSourceError(GATED_HELP.format(source=source, reason=_hub_error_reason(exc))) from exc
+        raise load_error(exc, source, local, what="a SAM 3 video model") from exc
     return LoadedVideoModel(model.to(device=dev, dtype=dt).eval(), processor, source, dev, dt)
 
 
@@ -240,9 +224,6 @@ class TrackingRun:
         return FrameResult(index=index, timestamp=timestamp, width=w, height=h, instances=instances, image=rgb)
 
 
-_EMPTY: Any = None  # a 0-element tensor standing in for the pixels of pruned frames (set on first use)
-
-
 def _prune(session: Any, step: int, window: int) -> None:
     """Drop per-frame session state older than ``window`` frames, so memory does not grow with the video.
 
@@ -252,19 +233,17 @@ def _prune(session: Any, step: int, window: int) -> None:
     16 per object) are all kept: the tracker reads the object pointers of every one of them. Tests
     check that pruned and unpruned runs give the same masks.
     """
-    global _EMPTY
+    import torch
+
     old = step - window
     if old < 0:
         return
-    if _EMPTY is None:
-        import torch
-
-        _EMPTY = torch.empty(0)
     frames = session.processed_frames
     if frames is not None:
         # Keep the keys: the session counts frames with len(processed_frames), which steers the tracker.
+        empty = torch.empty(0)  # stands in for the pixels of a pruned frame
         for k in [k for k in frames if k < old and frames[k].numel()]:
-            frames[k] = _EMPTY
+            frames[k] = empty
     for per_obj in session.output_dict_per_obj.values():
         non_cond = per_obj.get("non_cond_frame_outputs", {})
         for k in [k for k in non_cond if k < old]:
