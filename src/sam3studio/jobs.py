@@ -241,7 +241,7 @@ class JobRunner:
         ``params``: ``prompts`` (str or list), ``threshold``, ``stride``, ``start``, ``end``, ``max_frames``.
         """
         from sam3studio.prompts import parse_prompts
-        from sam3studio.video.io import VIDEO_SUFFIXES, check_options, plan_frames, probe_video
+        from sam3studio.video.io import VIDEO_SUFFIXES, check_options, plan_video
 
         params = dict(params)
         params["prompts"] = parse_prompts(params.get("prompts"), max_prompts=self.settings.max_prompts,
@@ -261,12 +261,8 @@ class JobRunner:
         try:
             path = folder / f"{INPUT_STEM}{suffix}"
             write_input(path)
-            limits = self.limits()
-            info = probe_video(path, limits)
-            expected = plan_frames(info, params["start"], params["end"], int(params["stride"]), params["max_frames"])
-            if expected is not None and expected > limits.max_frames:
-                raise InputTooLargeError(f"{expected} frames to process; the limit is {limits.max_frames} "
-                                         "(use stride, start/end or max_frames)")
+            info, expected = plan_video(path, self.limits(), params["start"], params["end"], int(params["stride"]),
+                                        params["max_frames"])
             if expected == 0:
                 raise InputError("no frames to process with these start/end/stride options")
             params["video"] = {"width": info.width, "height": info.height, "fps": round(info.fps, 4),

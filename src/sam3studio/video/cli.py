@@ -109,7 +109,7 @@ def track_command(
     from sam3studio import cli as main_cli
     from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
     from sam3studio.prompts import parse_prompts
-    from sam3studio.video.io import VideoLimits, check_options, plan_frames, probe_video
+    from sam3studio.video.io import VideoLimits, check_options, plan_video
 
     console, err_console, fail = main_cli.console, main_cli.err_console, main_cli._fail
     main_cli._quiet_libraries(debug)
@@ -128,8 +128,7 @@ def track_command(
     # Then the video (exit 1), before the model: a corrupt or too-large file fails in a second, not after loading.
     limits = VideoLimits()
     try:
-        info = probe_video(video, limits)
-        planned = plan_frames(info, start, end, stride, max_frames)
+        info, planned = plan_video(video, limits, start, end, stride, max_frames)
         if planned == 0:
             raise InputError(f"{video.name}: no frames between --start and --end (the video lasts "
                              f"{info.duration_s or 0:.2f} s)")

@@ -18,7 +18,7 @@ import numpy as np
 from sam3studio.errors import InputError, InputTooLargeError
 from sam3studio.io.images import IMAGE_SUFFIXES, load_image
 
-__all__ = ["VIDEO_SUFFIXES", "VideoInfo", "VideoLimits", "iter_frames", "plan_frames", "probe_video"]
+__all__ = ["VIDEO_SUFFIXES", "VideoInfo", "VideoLimits", "iter_frames", "plan_frames", "plan_video", "probe_video"]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".m4v"})
 DEFAULT_FOLDER_FPS = 25.0
@@ -142,6 +142,23 @@ def plan_frames(info: VideoInfo, start: float | None = None, end: float | None =
     stop = info.frame_count if end is None else min(info.frame_count, math.ceil(end * info.fps - 1e-9))
     n = max(0, math.ceil((stop - first) / stride)) if stop > first else 0
     return n if max_frames is None else min(n, max_frames)
+
+
+def plan_video(video: str | Path, limits: VideoLimits, start: float | None = None, end: float | None = None,
+               stride: int = 1, max_frames: int | None = None) -> tuple[VideoInfo, int | None]:
+    """Check the options, probe the video within ``limits`` and count the frames a run will process.
+
+    Raises `InputError` for bad options or an unreadable video, `InputTooLargeError` beyond the limits
+    (including more than ``limits.max_frames`` frames to process). Every entry point (library, CLI,
+    jobs) calls this before any frame is decoded.
+    """
+    check_options(start, end, stride, max_frames)
+    info = probe_video(video, limits)
+    expected = plan_frames(info, start, end, stride, max_frames)
+    if expected is not None and expected > limits.max_frames:
+        raise InputTooLargeError(f"{Path(info.path).name}: {expected} frames to process; the limit is "
+                                 f"{limits.max_frames} (use stride, start/end or max frames)")
+    return info, expected
 
 
 def check_options(start: float | None, end: float | None, stride: int, max_frames: int | None) -> None:

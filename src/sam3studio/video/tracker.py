@@ -22,7 +22,7 @@ import numpy as np
 from sam3studio.errors import InputError
 from sam3studio.prompts import Translator, parse_prompts
 from sam3studio.results import PromptResult
-from sam3studio.video.io import VideoInfo, VideoLimits, check_options, iter_frames, plan_frames, probe_video
+from sam3studio.video.io import VideoInfo, VideoLimits, iter_frames, plan_video
 from sam3studio.video.results import FrameInstance, FrameResult
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,6 @@ class VideoSegmenter:
         frames are decoded and tracked as the returned `TrackingRun` is iterated."""
         if not 0.0 < score_threshold <= 1.0:
             raise InputError(f"score_threshold must be in (0, 1], got {score_threshold}")
-        check_options(start, end, stride, max_frames)
         limits = limits or VideoLimits()
         texts = parse_prompts(prompts, max_prompts=self.max_prompts)
         results = []
@@ -123,11 +122,7 @@ class VideoSegmenter:
             tr = self.translator(text) if self.translator is not None else None
             results.append(PromptResult(text=text, presence_score=0.0, count=0, query=tr.query if tr else text,
                                         unknown_words=tuple(tr.unknown) if tr else ()))
-        info = probe_video(video, limits)
-        expected = plan_frames(info, start, end, stride, max_frames)
-        if expected is not None and expected > limits.max_frames:
-            raise InputError(f"{Path(info.path).name}: {expected} frames to process; the limit is {limits.max_frames} "
-                             "(use --stride, --start/--end or --max-frames)")
+        info, expected = plan_video(video, limits, start, end, stride, max_frames)
         return TrackingRun(self, info, results, score_threshold=score_threshold, start=start, end=end, stride=stride,
                            max_frames=max_frames, limits=limits, expected_frames=expected)
 
