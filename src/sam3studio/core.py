@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from cachetools import LRUCache
 
-from sam3studio.errors import InputError
+from sam3studio.errors import InputError, ModelSourceError
 from sam3studio.io.images import ImageInput, load_image
 from sam3studio.model import LoadedModel, inference_context
 from sam3studio.prompts import Translation, Translator, identity_translator, parse_prompts
 from sam3studio.refine import RefineOptions
-from sam3studio.results import PromptResult, Segmentation
+from sam3studio.results import Instance, PromptResult, Segmentation
 
 MAX_TEXT_TOKENS = 32  # SAM 3's text encoder context (the processor pads to this length)
 DEFAULT_MAX_INSTANCES = 100
@@ -113,6 +113,8 @@ class SegmenterStats:
     head_passes: int = 0
     image_cache_hits: int = 0
     prediction_cache_hits: int = 0
+    tracker_loads: int = 0
+    refine_passes: int = 0
 
 
 @dataclass
@@ -120,6 +122,7 @@ class _ImageEntry:
     vision: Any  # Sam3VisionEncoderOutput on the model device
     height: int
     width: int
+    tracker_embeddings: list | None = None  # the click tracker's features, computed on first refine
 
 
 @dataclass
@@ -183,6 +186,7 @@ class Segmenter:
         prediction_cache_mb: int = 512,
         prompt_batch_size: int = 8,
         translator: Translator | None = None,
+        tracker: Any = None,
     ) -> None:
         if prompt_batch_size < 1:
             raise ValueError(f"prompt_batch_size must be >= 1, got {prompt_batch_size}")
@@ -203,6 +207,9 @@ class Segmenter:
         self._predictions: LRUCache = LRUCache(
             maxsize=max(1, prediction_cache_mb) * 1024 * 1024, getsizeof=lambda p: p.nbytes
         )
+        # Click refinement: the tracker (`sam3studio.interactive.LoadedTracker`) is loaded on first use.
+        self._tracker = tracker
+        self._refined_logits: LRUCache = LRUCache(maxsize=64)  # mask digest -> the low-res logits that made it
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, **options: Any) -> Segmenter:
@@ -230,6 +237,55 @@ class Segmenter:
             self._images.clear()
             self._text.clear()
             self._predictions.clear()
+            self._refined_logits.clear()
+
+    @property
+    def tracker_loaded(self) -> bool:
+        return self._tracker is not None
+
+    def refine(
+        self,
+        image: ImageInput,
+        points: Sequence[Sequence[float]] | np.ndarray | None = None,
+        point_labels: Sequence[int] | None = None,
+        box: Sequence[float] | None = None,
+        mask: np.ndarray | None = None,
+        mask_threshold: float = 0.5,
+        prompt: str = "object",
+    ) -> Instance:
+        """One object from clicks and/or a box, as SAM 1 and 2 do it (SAM 3's tracker head).
+
+        Args:
+            image: as in `segment`; an image already segmented is not encoded again.
+            points: clicks ``[[x, y], ...]`` in original pixels; ``point_labels`` gives one label per
+                click, 1 (part of the object) or 0 (not part of it).
+            box: ``[x1, y1, x2, y2]`` around the object, in original pixels.
+            mask: the object's current mask (``(H, W)`` bool), e.g. an instance from `segment` or
+                the previous `refine`, to correct it with further clicks.
+            mask_threshold: probability above which a pixel belongs to the mask.
+            prompt: the label the returned instance carries.
+
+        Returns:
+            An `Instance` whose score is SAM's predicted IoU of the mask and whose box bounds it.
+            One click alone predicts three candidate masks and keeps the best, as SAM does.
+        """
+        from sam3studio.interactive import validate_clicks
+
+        if not isinstance(mask_threshold, (int, float)) or not 0 < mask_threshold < 1:
+            raise InputError(f"mask_threshold must be strictly between 0 and 1, got {mask_threshold!r}")
+        rgb = load_image(image)
+        height, width = rgb.shape[:2]
+        clicks = validate_clicks(points, point_labels, box, mask, width, height)
+        key = _image_key(rgb)
+        with self._lock:
+            tracker = self._ensure_tracker()
+            entry = self._image_features(key, rgb, _Timer())
+            mask_out, score = self._refine_pass(tracker, entry, rgb, clicks, mask_threshold)
+        area = int(mask_out.sum())
+        ys, xs = np.nonzero(mask_out)
+        bbox = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if area else (0.0,) * 4
+        return Instance(id=0, prompt=prompt, prompt_index=0, score=score, box=bbox, area=area,
+                        area_ratio=area / float(height * width), mask=mask_out)
 
     def segment(
         self,
@@ -288,6 +344,50 @@ class Segmenter:
         timer.timings["total"] = t - start
         seg.timings = timer.timings
         return seg
+
+    # ------------------------------------------------------------------ click refinement
+    def _ensure_tracker(self) -> Any:
+        if self._tracker is None:
+            from sam3studio.interactive import load_tracker
+
+            if not self.source:
+                raise ModelSourceError("this Segmenter was built without a checkpoint source; pass tracker= to refine")
+            self._tracker = load_tracker(self.source, self.device, self.dtype)
+            self.stats.tracker_loads += 1
+        return self._tracker
+
+    def _refine_pass(self, tracker: Any, entry: _ImageEntry, rgb: np.ndarray, clicks: Any,
+                     mask_threshold: float) -> tuple[np.ndarray, float]:
+        from sam3studio.interactive import mask_digest, mask_to_logits, probability_to_logit, processor_inputs
+
+        model, processor = tracker.model, tracker.processor
+        height, width = rgb.shape[:2]
+        with inference_context(self.device, self.dtype):
+            if entry.tracker_embeddings is None:
+                if tracker.shared_backbone:
+                    from sam3studio.interactive import tracker_embeddings
+
+                    grid = model.prompt_encoder.image_embedding_size
+                    entry.tracker_embeddings = tracker_embeddings(model, entry.vision.last_hidden_state, grid)
+                else:
+                    pixels = processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+                    entry.tracker_embeddings = model.get_image_embeddings(pixels.to(self.device, self.dtype))
+            inputs = {k: v.to(self.device) for k, v in processor_inputs(processor, clicks, height, width).items()}
+            if clicks.mask is not None:
+                prior = self._refined_logits.get(mask_digest(clicks.mask))
+                if prior is None:
+                    prior = mask_to_logits(clicks.mask, model.prompt_encoder.mask_input_size)
+                inputs["input_masks"] = prior.to(self.device, self.dtype)
+            out = model(image_embeddings=entry.tracker_embeddings, multimask_output=clicks.multimask, **inputs)
+        self.stats.refine_passes += 1
+        ious = out.iou_scores[0, 0].float()
+        best = int(torch.argmax(ious))
+        low = out.pred_masks[:, :, best : best + 1].float()  # (1, 1, 1, h, w) logits
+        masks = processor.post_process_masks(low.cpu(), [[height, width]],
+                                             mask_threshold=probability_to_logit(mask_threshold))
+        result = masks[0][0, 0].numpy().astype(bool)
+        self._refined_logits[mask_digest(result)] = low[0].cpu()
+        return result, float(np.clip(float(ious[best]), 0.0, 1.0))
 
     # ------------------------------------------------------------------ model passes
     def _predict(self, key: str, rgb: np.ndarray, queries: list[str], timer: _Timer,
