@@ -222,3 +222,32 @@ def test_lexicon_translator_returns_translation_or_input_error(text):
 def test_lexicon_translator_lone_surrogate_is_input_error():
     with pytest.raises(InputError):
         _TRANSLATOR("猫\ud800")
+
+
+# ---------------------------------------------------------------------------- COCO RLE (a /refine request's mask)
+@_SETTINGS
+@given(counts=st.one_of(st.text(st.characters(min_codepoint=32, max_codepoint=130), max_size=40),
+                        st.binary(max_size=40),
+                        st.lists(st.integers(-5, 3000), max_size=12)),
+       height=st.integers(0, 60), width=st.integers(0, 60))
+def test_rle_to_mask_decodes_or_raises_value_error_never_crashes(counts, height, width):
+    """Arbitrary counts: a mask of the declared size, or ValueError. (Unchecked, pycocotools aborts the process.)"""
+    from sam3studio.results import rle_to_mask
+
+    try:
+        mask = rle_to_mask({"size": [height, width], "counts": counts})
+    except ValueError:
+        return
+    assert mask.shape == (height, width) and mask.dtype == bool
+
+
+@_SETTINGS
+@given(mask=st.integers(1, 40).flatmap(lambda h: st.integers(1, 40).flatmap(
+    lambda w: st.lists(st.booleans(), min_size=h * w, max_size=h * w).map(lambda v: np.array(v).reshape(h, w)))))
+def test_rle_round_trip_through_the_checked_decoder(mask):
+    from sam3studio.results import mask_to_rle, rle_to_mask
+
+    rle = mask_to_rle(mask)
+    np.testing.assert_array_equal(rle_to_mask(rle, shape=mask.shape), mask)
+    with pytest.raises(ValueError, match="the mask is"):
+        rle_to_mask(rle, shape=(mask.shape[0] + 1, mask.shape[1]))

@@ -55,16 +55,72 @@ def masks_to_rles(masks: np.ndarray) -> list[dict[str, Any]]:
     return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Decode a COCO RLE dict (compressed string counts or uncompressed list counts) to ``(H, W)`` bool."""
+def _compressed_counts(data: bytes) -> list[int]:
+    """Run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, checked as it goes).
+
+    pycocotools decodes without bounds checks: a malformed string from a client overruns its buffers
+    and aborts the process. So the runs are read here first and `rle_to_mask` only hands pycocotools
+    strings whose runs are well formed and cover the mask exactly.
+    """
+    counts: list[int] = []
+    p, n = 0, len(data)
+    while p < n:
+        x = k = 0
+        more = True
+        while more:
+            if p >= n:
+                raise ValueError("RLE counts string is truncated")
+            c = data[p] - 48
+            if not 0 <= c < 64 or k >= 7:  # 7 x 5 bits holds any run of a 2^31-pixel mask
+                raise ValueError("RLE counts string is malformed")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def rle_to_mask(rle: dict[str, Any], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a COCO RLE dict (compressed string counts or uncompressed list counts) to ``(H, W)`` bool.
+
+    Raises `ValueError` for anything malformed (safe on untrusted input) and, with ``shape``, for a
+    mask of another size (checked before anything is allocated).
+    """
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError("RLE must be a dict with 'size' and 'counts'")
-    h, w = (int(v) for v in rle["size"])
+    size = rle["size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < 2**31 for v in size)):
+        raise ValueError("RLE size must be [height, width]")
+    h, w = (int(v) for v in size)
+    if shape is not None and (h, w) != tuple(shape):
+        raise ValueError(f"the mask is {w}x{h}, the image is {shape[1]}x{shape[0]}")
     counts = rle["counts"]
     if isinstance(counts, list):
-        coded = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in counts):
+            raise ValueError("RLE counts must be non-negative integers")
+        runs = [int(v) for v in counts]
+    elif isinstance(counts, (str, bytes)):
+        try:
+            data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+        except UnicodeEncodeError:
+            raise ValueError("RLE counts string is malformed") from None
+        runs = _compressed_counts(data)
+        if any(v < 0 for v in runs):
+            raise ValueError("RLE counts string is malformed")
     else:
-        coded = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        raise ValueError("RLE counts must be a string or a list of integers")
+    if sum(runs) != h * w:
+        raise ValueError(f"RLE runs cover {sum(runs)} pixels, the mask has {h * w}")
+    if isinstance(counts, list):
+        coded = mask_utils.frPyObjects({"size": [h, w], "counts": runs}, h, w)
+    else:
+        coded = {"size": [h, w], "counts": data}
     return mask_utils.decode(coded).astype(bool)
 
 

@@ -215,17 +215,32 @@ class SegmentService:
         refine = options.refine()
         limit = min(options.max_instances or self.settings.max_instances, self.settings.max_instances)
         segmenter = self.require_ready()
+        return self._run(cancelled, lambda: segmenter.segment(
+            image, queries, score_threshold=options.score_threshold, mask_threshold=options.mask_threshold,
+            refine=refine, max_instances=limit, boxes=options.boxes, box_labels=options.box_labels),
+            f"a {image.shape[1]}x{image.shape[0]} image with {len(queries or ())} prompt(s)",
+            "out of memory while segmenting this image; memory was freed: try again, "
+            "or send a smaller image or fewer prompts")
+
+    def refine(self, image: np.ndarray, points: Any = None, point_labels: Any = None, box: Any = None,
+               mask: np.ndarray | None = None, mask_threshold: float = 0.5,
+               cancelled: Callable[[], bool] | None = None) -> Any:
+        """One object from clicks and/or a box (`Segmenter.refine`), through the same admission gate."""
+        segmenter = self.require_ready()
+        return self._run(cancelled, lambda: segmenter.refine(image, points=points, point_labels=point_labels, box=box,
+                                                             mask=mask, mask_threshold=mask_threshold),
+                         f"refining an object on a {image.shape[1]}x{image.shape[0]} image",
+                         "out of memory while refining this object; memory was freed: try again")
+
+    def _run(self, cancelled: Callable[[], bool] | None, work: Callable[[], Any], what: str, oom_message: str) -> Any:
+        segmenter = self.segmenter
         with self.gate.admit(cancelled):
             if cancelled is not None and cancelled():
                 raise Cancelled("the client disconnected before its turn")
             try:
-                return segmenter.segment(image, queries, score_threshold=options.score_threshold,
-                                         mask_threshold=options.mask_threshold, refine=refine, max_instances=limit,
-                                         boxes=options.boxes, box_labels=options.box_labels)
+                return work()
             except _oom_errors() as exc:
-                log.error("out of memory on a %sx%s image with %d prompt(s): %s", image.shape[1], image.shape[0],
-                          len(queries), exc)
+                log.error("out of memory on %s: %s", what, exc)
             # Outside the `except`: the error's traceback (frames holding the failed pass's tensors) is gone now.
             _free_memory(segmenter)
-            raise OutOfMemory("out of memory while segmenting this image; memory was freed: try again, "
-                              "or send a smaller image or fewer prompts")
+            raise OutOfMemory(oom_message)
