@@ -1,13 +1,17 @@
 """The REST API (FastAPI) under ``/api/v1``, and the one app that also mounts the UI at ``/``.
 
+Click refinement: ``POST /api/v1/refine`` (the image as in /segment, with ``points`` + ``point_labels``,
+a ``box``, and optionally the object's current ``mask`` as COCO RLE) answers one ``instance``.
+
 Video jobs: ``POST /api/v1/videos`` (multipart ``video`` file, or JSON ``video_url``, with ``prompt`` or
 ``prompts``, ``threshold``, ``stride``, ``start``, ``end``, ``max_frames``) answers 202 ``{id, state}``;
 ``GET /api/v1/videos/{id}`` gives state and progress, ``.../result`` the summary and frames and
 ``.../overlay.mp4`` the overlay once done (409 before), and ``DELETE`` cancels and deletes (204).
 
 Every error is JSON ``{"error": {"code": "...", "message": "..."}}``: 400 undecodable image or bad
-value, 413 too large, 415 unsupported content type, 422 invalid fields, 503 busy (with
-Retry-After) or model not ready. A 500 means a bug of ours, and is logged.
+value, 409 a feature the loaded checkpoint lacks (refinement without a tracker), 413 too large, 415
+unsupported content type, 422 invalid fields, 503 busy (with Retry-After) or model not ready.
+A 500 means a bug of ours, and is logged.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import io
 import json
 import logging
@@ -35,9 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sam3studio import __version__
-from sam3studio.errors import InputError, InputTooLargeError, Sam3StudioError
+from sam3studio.errors import InputError, InputTooLargeError, ModelSourceError, Sam3StudioError
 from sam3studio.jobs import JobNotFound, JobRunner
-from sam3studio.results import Segmentation
+from sam3studio.results import Segmentation, rle_to_mask
 from sam3studio.schemas import RLE, InstanceOut, SegmentationOut
 from sam3studio.service import Cancelled, NotReady, OutOfMemory, Overloaded, SegmentOptions, SegmentService
 from sam3studio.settings import Settings
@@ -97,6 +102,35 @@ class SegmentJSONRequest(SegmentParams):
 
     @model_validator(mode="after")
     def _one_image_field(self) -> SegmentJSONRequest:
+        if (self.image_url is None) == (self.image_base64 is None):
+            raise ValueError("give exactly one of `image_url` or `image_base64`")
+        return self
+
+
+class RefineParams(BaseModel):
+    """Options shared by the JSON and the multipart forms of POST /api/v1/refine."""
+
+    model_config = ConfigDict(extra="forbid")
+    points: list[list[float]] | None = Field(
+        None, max_length=64, description="Clicks [[x, y], ...] in image pixels. Multipart: a JSON list.")
+    point_labels: list[int] | None = Field(
+        None, max_length=64, description="One per point: 1 part of the object, 0 not part of it")
+    box: list[float] | None = Field(None, description="[x1, y1, x2, y2] around the object, in image pixels")
+    mask: RLE | None = Field(None, description="The object's current mask as COCO RLE (an instance's `mask` from "
+                                               "/segment or /refine), to correct it with clicks")
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Mask probability threshold")
+    mask_format: MaskFormat = Field("rle", description="rle (COCO RLE), polygon, png_base64 or none")
+    label: str = Field("object", max_length=200, description="The `prompt` the returned instance carries")
+
+
+class RefineJSONRequest(RefineParams):
+    """JSON body: the image as `image_url` or `image_base64`."""
+
+    image_url: str | None = Field(None, description="http(s) URL of the image; private addresses are refused")
+    image_base64: str | None = Field(None, description="The image file, base64-encoded (data: URLs accepted)")
+
+    @model_validator(mode="after")
+    def _one_image_field(self) -> RefineJSONRequest:
         if (self.image_url is None) == (self.image_base64 is None):
             raise ValueError("give exactly one of `image_url` or `image_base64`")
         return self
@@ -162,6 +196,13 @@ class InstanceResponse(InstanceOut):
 
 class SegmentResponse(SegmentationOut):
     instances: list[InstanceResponse]
+    model: ModelInfo
+
+
+class RefineResponse(BaseModel):
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    instance: InstanceResponse = Field(description="The object; `score` is SAM's predicted IoU of its mask")
     model: ModelInfo
 
 
@@ -231,6 +272,8 @@ def _to_api_error(exc: Exception) -> ApiError:
         return ApiError(413, "too_large", str(exc))
     if isinstance(exc, InputError):
         return ApiError(400, "bad_input", str(exc))
+    if isinstance(exc, ModelSourceError):  # e.g. refinement asked of a checkpoint without a tracker
+        return ApiError(409, "not_available", str(exc))
     if isinstance(exc, Sam3StudioError):
         return ApiError(400, "bad_request", str(exc))
     raise exc
@@ -274,7 +317,9 @@ def segmentation_response(seg: Segmentation, fmt: MaskFormat, model: dict[str, A
 
 _MULTIPART_FIELDS = {"prompt", "prompts", "threshold", "mask_threshold", "fill_holes", "min_island", "smooth",
                      "max_instances", "mask_format", "boxes", "box_labels"}
-_MULTIPART_JSON_FIELDS = {"boxes", "box_labels"}  # nested lists travel as JSON text in a form
+_REFINE_FIELDS = {"points", "point_labels", "box", "mask", "mask_threshold", "mask_format", "label"}
+# Nested values travel as JSON text in a form.
+_MULTIPART_JSON_FIELDS = {"boxes", "box_labels", "points", "point_labels", "box", "mask"}
 
 
 def _form_prompts(values: list[Any]) -> list[Any]:
@@ -291,12 +336,12 @@ def _form_prompts(values: list[Any]) -> list[Any]:
     return items
 
 
-def _multipart_params(form: Any) -> dict[str, Any]:
-    unknown = set(form.keys()) - _MULTIPART_FIELDS - {"image"}
+def _multipart_params(form: Any, fields: set[str] = _MULTIPART_FIELDS) -> dict[str, Any]:
+    unknown = set(form.keys()) - fields - {"image"}
     if unknown:
         raise ApiError(422, "invalid_fields", f"unknown form field(s): {', '.join(sorted(unknown))}")
     out: dict[str, Any] = {}
-    for key in _MULTIPART_FIELDS & set(form.keys()):
+    for key in fields & set(form.keys()):
         values = form.getlist(key)
         if key == "prompts":
             out[key] = _form_prompts(values)
@@ -304,7 +349,7 @@ def _multipart_params(form: Any) -> dict[str, Any]:
             try:
                 out[key] = json.loads(values[-1]) if isinstance(values[-1], str) else values[-1]
             except (ValueError, RecursionError):
-                raise ApiError(422, "invalid_fields", f"{key}: not a JSON list (e.g. [[10, 20, 110, 220]])") from None
+                raise ApiError(422, "invalid_fields", f"{key}: not valid JSON (e.g. [[10, 20, 110, 220]])") from None
         else:
             out[key] = values[-1]
     return out
@@ -373,6 +418,29 @@ _SEGMENT_OPENAPI = {
                         "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP, BMP, TIFF or GIF"},
                         **{k: {"type": "string", "description": f"as `{k}` in the JSON body"}
                            for k in sorted(_MULTIPART_FIELDS)},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+_REFINE_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/RefineJSONRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP, BMP, TIFF or GIF"},
+                        **{k: {"type": "string", "description": f"as `{k}` in the JSON body"
+                               + (" (JSON text)" if k in _MULTIPART_JSON_FIELDS else "")}
+                           for k in sorted(_REFINE_FIELDS)},
                     },
                 }
             },
@@ -470,8 +538,11 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (SegmentJSONRequest, VideoJobJSONRequest):
-                components[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for model in (SegmentJSONRequest, RefineJSONRequest, VideoJobJSONRequest):
+                doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, sub in doc.pop("$defs", {}).items():
+                    components.setdefault(name, sub)
+                components[model.__name__] = doc
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -540,16 +611,9 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
                     queue=QueueState(running=service.gate.active, waiting=service.gate.waiting,
                                      peak_waiting=service.gate.peak_waiting), rss_mb=_rss_mb())
 
-    @app.post("/api/v1/segment", response_model=SegmentResponse, tags=["segment"], openapi_extra=_SEGMENT_OPENAPI,
-              dependencies=protected,
-              responses={400: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-                         **auth_responses})
-    async def segment(request: Request) -> Any:
-        """Segment one image by text prompts.
-
-        Send either `multipart/form-data` with an `image` file and the option fields, or JSON with
-        `image_url` or `image_base64`. Masks come as COCO RLE unless `mask_format` says otherwise.
-        """
+    async def _read_image_request(request: Request, form_model: type[BaseModel], json_model: type[BaseModel],
+                                  form_fields: set[str]) -> tuple[Any, np.ndarray]:
+        """An image request's options and decoded image: multipart (`image` file + fields) or JSON."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         length = request.headers.get("content-length")
         # Base64 inflates by 4/3; leave room for the other fields.
@@ -565,14 +629,14 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
                 data = await upload.read(settings.max_upload_bytes + 1)
                 if len(data) > settings.max_upload_bytes:
                     raise ApiError(413, "too_large", f"image is over the limit of {settings.max_upload_bytes} bytes")
-                params = SegmentParams.model_validate(_multipart_params(form))
+                params = form_model.model_validate(_multipart_params(form, form_fields))
                 image = await run_in_threadpool(service.decode_image, data)
             elif ctype == "application/json":
                 try:
                     body = await request.json()
                 except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, huge ints, deep nesting
                     raise ApiError(400, "bad_json", "request body is not valid JSON") from None
-                params = SegmentJSONRequest.model_validate(body)
+                params = json_model.model_validate(body)
                 if params.image_base64 is not None:
                     image = await run_in_threadpool(service.decode_image, _decode_base64(params.image_base64))
                 else:
@@ -583,6 +647,19 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
                                "application/json")
         except ValidationError as exc:
             raise ApiError(422, "invalid_fields", _validation_message(exc)) from None
+        return params, image
+
+    @app.post("/api/v1/segment", response_model=SegmentResponse, tags=["segment"], openapi_extra=_SEGMENT_OPENAPI,
+              dependencies=protected,
+              responses={400: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+                         **auth_responses})
+    async def segment(request: Request) -> Any:
+        """Segment one image by text prompts.
+
+        Send either `multipart/form-data` with an `image` file and the option fields, or JSON with
+        `image_url` or `image_base64`. Masks come as COCO RLE unless `mask_format` says otherwise.
+        """
+        params, image = await _read_image_request(request, SegmentParams, SegmentJSONRequest, _MULTIPART_FIELDS)
         prompts = params.prompt_value()
         # A client that disconnects while its request waits for the model gives its place up.
         gone = threading.Event()
@@ -593,6 +670,42 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
             watcher.cancel()
         body = segmentation_response(seg, params.mask_format, service.info()["model"])
         return JSONResponse(body)
+
+    @app.post("/api/v1/refine", response_model=RefineResponse, tags=["segment"], openapi_extra=_REFINE_OPENAPI,
+              dependencies=protected,
+              responses={400: {"model": ErrorResponse}, 409: {"model": ErrorResponse, "description":
+                                                               "the loaded checkpoint has no SAM 3 tracker"},
+                         415: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, **auth_responses})
+    async def refine(request: Request) -> Any:
+        """One object from clicks and/or a box, as in SAM 1 and 2 (SAM 3's tracker head).
+
+        Give `points` with `point_labels` (1 on the object, 0 off it), a `box`, or both, and
+        optionally the object's current `mask` (COCO RLE, as /segment returns it) to correct it.
+        One click alone returns the best of three candidate masks. The image is sent as in /segment;
+        an image just segmented is not encoded again.
+        """
+        params, image = await _read_image_request(request, RefineParams, RefineJSONRequest, _REFINE_FIELDS)
+        mask = None
+        if params.mask is not None:
+            try:
+                mask = rle_to_mask(params.mask.model_dump(), shape=image.shape[:2])
+            except ValueError as exc:
+                raise ApiError(400, "bad_input", f"mask: {exc}") from None
+        gone = threading.Event()
+        watcher = asyncio.create_task(_watch_disconnect(request, gone))
+        try:
+            inst = await run_in_threadpool(service.refine, image, params.points, params.point_labels, params.box, mask,
+                                           params.mask_threshold, gone.is_set)
+        finally:
+            watcher.cancel()
+        inst = dataclasses.replace(inst, prompt=params.label)
+        body = inst.to_dict(include_mask=params.mask_format == "rle")
+        if params.mask_format not in ("rle", "none"):
+            body["mask"] = _mask_payload(inst.mask, params.mask_format)
+        elif params.mask_format == "none":
+            body["mask"] = None
+        return JSONResponse({"width": int(image.shape[1]), "height": int(image.shape[0]), "instance": body,
+                             "model": service.info()["model"]})
 
     video_errors: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "no such job"},
                                                      **auth_responses}
