@@ -21,6 +21,7 @@ to the full original image by independent x and y scaling.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -449,16 +450,25 @@ class Segmenter:
         text, text_mask = self._text_features(queries)
         k = len(queries)
         vision = entry.vision
+        fpn = vision.fpn_hidden_states
         batched_vision = type(vision)(
-            fpn_hidden_states=tuple(x.expand(k, *x.shape[1:]) for x in vision.fpn_hidden_states),
+            fpn_hidden_states=tuple(x.expand(k, *x.shape[1:]) for x in fpn),
             fpn_position_encoding=tuple(x.expand(k, *x.shape[1:]) for x in vision.fpn_position_encoding),
         )
         extra = {}
+        autocast = contextlib.nullcontext()
         if geometry is not None:
             n = len(geometry.labels)
-            extra = {"input_boxes": geometry.boxes.to(self.device)[None].expand(k, n, 4),
+            boxes = geometry.boxes.to(self.device)
+            if self.device.type == "cpu" and self.dtype == torch.bfloat16:
+                # SAM 3 pools box features with torchvision's roi_align, fed float16 when the features are
+                # bf16, which CPU autocast refuses ("Unexpected floating ScalarType"). The weights are bf16
+                # already, so this pass runs in plain bf16 (as transformers' docs run bf16), without autocast.
+                autocast = torch.autocast("cpu", enabled=False)
+                boxes = boxes.to(self.dtype)
+            extra = {"input_boxes": boxes[None].expand(k, n, 4),
                      "input_boxes_labels": geometry.labels.to(self.device)[None].expand(k, n)}
-        with inference_context(self.device, self.dtype):
+        with inference_context(self.device, self.dtype), autocast:
             out = self.model(
                 vision_embeds=batched_vision,
                 text_embeds=BaseModelOutputWithPooling(pooler_output=text),
