@@ -30,10 +30,12 @@ def cat_png(tmp_path, cat_photo) -> str:
 
 
 def _segment(client, image, prompt: str, threshold: float = 0.1, lang: str = "en"):
+    """The result panel's six outputs (the rest feed the drawing canvas of the box and click modes)."""
     from gradio_client import handle_file
 
-    return client.predict(handle_file(image) if image else None, prompt, threshold, 0.5, 0, 0, 0, lang,
-                          api_name="/segment")
+    out = client.predict(handle_file(image) if image else None, prompt, threshold, 0.5, 0, 0, 0, lang,
+                         api_name="/segment")
+    return out[:6]
 
 
 def test_segment_endpoint_returns_consistent_outputs(client, cat_png):

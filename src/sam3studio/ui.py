@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import shutil
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ import numpy as np
 from sam3studio import i18n
 from sam3studio.errors import Sam3StudioError
 from sam3studio.jobs import JobNotFound, JobRunner
+from sam3studio.results import Segmentation
 from sam3studio.service import SegmentOptions, SegmentService
+from sam3studio.ui_marks import NEW_OBJECT, POSITIVE, Marks, draw, target_choices, with_instance
 
 EXAMPLE_PHOTOS = {  # scikit-image ships these real photos in its wheel: no download
     "cat": lambda d: d.chelsea(),
@@ -96,6 +100,15 @@ def instance_rows(seg) -> list[list[Any]]:
              ", ".join(f"{v:.0f}" for v in inst.box)] for inst in seg]
 
 
+def mode_choices(lang: str) -> list[tuple[str, str]]:
+    return [(i18n.text(lang, "mode_text"), "text"), (i18n.text(lang, "mode_box"), "box"),
+            (i18n.text(lang, "mode_click"), "click")]
+
+
+def polarity_choices(lang: str) -> list[tuple[str, int]]:
+    return [(i18n.text(lang, "positive"), POSITIVE), (i18n.text(lang, "negative"), 0)]
+
+
 def track_rows(summary: dict[str, Any]) -> list[list[Any]]:
     """The tracks table of the Video tab: track id, prompt, first/last frame, frames present, mean score."""
     return [[tr["track_id"], tr["prompt"], tr["first_frame"], tr["last_frame"], tr["frames_present"],
@@ -130,18 +143,8 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
     def table_value(rows: list[list[Any]], lang: str) -> dict[str, Any]:
         return {"headers": t(lang, "headers"), "data": rows}
 
-    def run(image_path, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang="en"):
-        lang = i18n.normalize(lang)
-        if not image_path:
-            raise gr.Error(t(lang, "no_image"))
-        try:
-            rgb = service.decode_image(Path(image_path))
-            options = SegmentOptions(score_threshold=float(threshold), mask_threshold=float(mask_threshold),
-                                     fill_holes=float(fill_holes), min_island=float(min_island), smooth=int(smooth))
-            seg = service.segment(rgb, prompt, options)
-        except Sam3StudioError as exc:
-            raise gr.Error(t(lang, "error", detail=str(exc))) from None
-        info = service.segmenter.info()
+    def present(seg, rgb, lang: str, threshold: float, status_text: str) -> tuple:
+        """The result panel for ``seg``: annotated image, table, prompt summary, downloads, status, details."""
         annotations = [(seg.masks[i].astype(np.float32), f"{inst.prompt} · {inst.score:.2f} (#{inst.id})")
                        for i, inst in enumerate(seg)]
         out_dir = run_dirs.new()
@@ -150,7 +153,151 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
         downloads = [str(paths["json"]), str(paths["overlay"]), str(paths["cutout"]), zip_path]
         details = [inst.to_dict(include_mask=False) for inst in seg]
         return ((rgb, annotations), table_value(instance_rows(seg), lang), prompt_summary(seg, float(threshold), lang),
-                downloads, status_line(seg, info, lang), details, t(lang, "details_hint"))
+                downloads, status_text, details, t(lang, "details_hint"))
+
+    def decode(image_path, lang: str):
+        if not image_path:
+            raise gr.Error(t(lang, "no_image"))
+        try:
+            return service.decode_image(Path(image_path))
+        except Sam3StudioError as exc:
+            raise gr.Error(t(lang, "error", detail=str(exc))) from None
+
+    def run(image_path, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang="en", mode="text",
+            marks=None):
+        """Segment by prompt, and in box mode by the exemplar boxes drawn; the result becomes the refinement base."""
+        lang = i18n.normalize(lang)
+        marks = marks or Marks()
+        rgb = decode(image_path, lang)
+        use_boxes = mode == "box" and bool(marks.boxes)
+        if mode == "box" and not use_boxes and not (prompt or "").strip():
+            raise gr.Error(t(lang, "no_boxes"))
+        try:
+            options = SegmentOptions(score_threshold=float(threshold), mask_threshold=float(mask_threshold),
+                                     fill_holes=float(fill_holes), min_island=float(min_island), smooth=int(smooth),
+                                     boxes=marks.boxes if use_boxes else None,
+                                     box_labels=marks.box_labels if use_boxes else None)
+            seg = service.segment(rgb, prompt if (prompt or "").strip() or not use_boxes else None, options)
+        except Sam3StudioError as exc:
+            raise gr.Error(t(lang, "error", detail=str(exc))) from None
+        marks = marks.clear("click")
+        panel = present(seg, rgb, lang, float(threshold), status_line(seg, service.segmenter.info(), lang))
+        target = NEW_OBJECT if not len(seg) else 0
+        return (*panel, seg, seg, marks, gr.update(choices=target_choices(seg, t(lang, "new_object")), value=target),
+                canvas_image(rgb, marks, mode, seg, target), marks_text(marks, mode, lang))
+
+    def canvas_image(rgb, marks, mode, shown, target):
+        if rgb is None or mode == "text":
+            return None
+        mask = shown.masks[target] if mode == "click" and shown is not None and 0 <= target < len(shown) else None
+        return draw(rgb, marks, mode, mask)
+
+    def marks_text(marks, mode: str, lang: str) -> str:
+        if mode == "box":
+            if not marks.boxes and marks.corner is None:
+                return t(lang, "box_hint")
+            boxes = ", ".join(("+" if lab == POSITIVE else "−") + "[" + ", ".join(f"{v:.0f}" for v in box) + "]"
+                              for box, lab in zip(marks.boxes, marks.box_labels, strict=True))
+            pending = t(lang, "corner_pending", x=marks.corner[0], y=marks.corner[1]) if marks.corner else ""
+            return t(lang, "boxes_drawn", n=len(marks.boxes), boxes=boxes or "–") + pending
+        if mode == "click":
+            if not marks.points:
+                return t(lang, "click_hint")
+            pts = ", ".join(("+" if lab == POSITIVE else "−") + f"({x:.0f}, {y:.0f})"
+                            for (x, y), lab in zip(marks.points, marks.point_labels, strict=True))
+            return t(lang, "clicks_made", n=len(marks.points), points=pts)
+        return ""
+
+    def refine_shown(rgb, marks, base, target, mask_threshold, threshold, lang):
+        """Re-run the refinement of ``target`` with every click so far (an undone click is simply left out)."""
+        base = base if base is not None else Segmentation.empty(rgb.shape[1], rgb.shape[0])
+        if not marks.points:
+            shown = base
+            status_text = t(lang, "refine_cleared")
+        else:
+            prior = base.masks[target] if 0 <= target < len(base) else None
+            start = time.perf_counter()
+            try:
+                inst = service.refine(rgb, marks.points, marks.point_labels, mask=prior,
+                                      mask_threshold=float(mask_threshold))
+            except Sam3StudioError as exc:
+                raise gr.Error(t(lang, "error", detail=str(exc))) from None
+            label = base[target].prompt if 0 <= target < len(base) else t(lang, "object")
+            shown = with_instance(base, inst, target, label)
+            status_text = t(lang, "refine_status", n=len(marks.points), score=inst.score,
+                            seconds=time.perf_counter() - start)
+        return shown, present(shown, rgb, lang, float(threshold), status_text)
+
+    def on_canvas(image_path, mode, polarity, target, marks, base, shown, mask_threshold, threshold, lang,
+                  evt: gr.SelectData):
+        """A click on the canvas: a box corner in box mode, a refinement click (and a new mask) in click mode."""
+        lang = i18n.normalize(lang)
+        rgb = decode(image_path, lang)
+        if evt is None or evt.index is None or mode not in ("box", "click"):
+            return (gr.skip(),) * 11
+        x, y = (float(v) for v in evt.index[:2])
+        label = int(polarity)
+        target = NEW_OBJECT if target is None else int(target)
+        if mode == "box":
+            marks = marks.box_click(x, y, label)
+            return (marks, canvas_image(rgb, marks, mode, shown, target), marks_text(marks, mode, lang), gr.skip(),
+                    *(gr.skip(),) * 7)
+        marks = marks.point_click(x, y, label)
+        shown, panel = refine_shown(rgb, marks, base, target, mask_threshold, threshold, lang)
+        return (marks, canvas_image(rgb, marks, mode, shown, shown_index(base, shown, target)),
+                marks_text(marks, mode, lang), shown, *panel)
+
+    def shown_index(base, shown, target):
+        """Where the object being refined is in ``shown``: its row, or the last row for a new object."""
+        if 0 <= target < (len(base) if base is not None else 0):
+            return target
+        return len(shown) - 1 if shown is not None and len(shown) > (len(base) if base is not None else 0) else NEW_OBJECT
+
+    def on_edit(action, image_path, mode, target, marks, base, shown, mask_threshold, threshold, lang):
+        """Undo the last mark, or clear all marks, of the current mode; in click mode the mask follows."""
+        lang = i18n.normalize(lang)
+        if not image_path or mode not in ("box", "click"):
+            return (gr.skip(),) * 11
+        rgb = decode(image_path, lang)
+        target = NEW_OBJECT if target is None else int(target)
+        marks = marks.undo(mode) if action == "undo" else marks.clear(mode)
+        if mode == "box":
+            return (marks, canvas_image(rgb, marks, mode, shown, target), marks_text(marks, mode, lang), gr.skip(),
+                    *(gr.skip(),) * 7)
+        shown, panel = refine_shown(rgb, marks, base, target, mask_threshold, threshold, lang)
+        return (marks, canvas_image(rgb, marks, mode, shown, shown_index(base, shown, target)),
+                marks_text(marks, mode, lang), shown, *panel)
+
+    def on_mode(image_path, mode, marks, shown, target, lang):
+        """Switching mode keeps the shown result as the new base and starts with no clicks."""
+        lang = i18n.normalize(lang)
+        marks = replace(marks.clear("click"), corner=None)
+        rgb = decode(image_path, lang) if image_path and mode != "text" else None
+        target = NEW_OBJECT if target is None else int(target)
+        target = target if shown is not None and 0 <= target < len(shown) else NEW_OBJECT
+        return (gr.update(visible=mode != "text"), gr.update(visible=mode == "click",
+                choices=target_choices(shown, t(lang, "new_object")), value=target),
+                marks, shown, canvas_image(rgb, marks, mode, shown, target), marks_text(marks, mode, lang))
+
+    def on_target(image_path, mode, target, marks, shown, lang):
+        """Picking another object keeps the refinement made so far and starts with no clicks."""
+        lang = i18n.normalize(lang)
+        marks = marks.clear("click")
+        rgb = decode(image_path, lang) if image_path else None
+        target = NEW_OBJECT if target is None else int(target)
+        return (marks, shown, gr.update(choices=target_choices(shown, t(lang, "new_object")), value=target),
+                canvas_image(rgb, marks, mode, shown, target), marks_text(marks, mode, lang))
+
+    def on_image(image_path, mode, lang):
+        """A new image: no marks, no result to refine."""
+        lang = i18n.normalize(lang)
+        marks = Marks()
+        rgb = None
+        if image_path and mode != "text":
+            with contextlib.suppress(gr.Error):
+                rgb = decode(image_path, lang)
+        return (marks, None, None, gr.update(choices=target_choices(None, t(lang, "new_object")), value=NEW_OBJECT),
+                canvas_image(rgb, marks, mode, None, NEW_OBJECT), marks_text(marks, mode, lang))
 
     runner_box: list[JobRunner] = [jobs] if jobs is not None else []
     runner_lock = threading.Lock()
@@ -215,9 +362,16 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
 
     def rerun(image_path, prompt, *rest):
         """Slider moves re-run post-processing only; before a first run there is nothing to update."""
-        if not image_path or not (prompt or "").strip():
+        mode, marks = rest[-2], rest[-1]
+        if not image_path or not ((prompt or "").strip() or (mode == "box" and marks is not None and marks.boxes)):
             return tuple(gr.skip() for _ in outputs)
         return run(image_path, prompt, *rest)
+
+    def on_undo(*args):
+        return on_edit("undo", *args)
+
+    def on_clear(*args):
+        return on_edit("clear", *args)
 
     def show_details(details: list[dict], lang: str, evt: gr.SelectData) -> str:
         if not details or evt.index is None or not 0 <= int(evt.index) < len(details):
@@ -244,6 +398,19 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
                         prompt = gr.Textbox(label=t(first_lang, "prompts"), placeholder=t(first_lang, "prompts_placeholder"),
                                             elem_id="prompt", info=t(first_lang, "prompts_info"))
                         chips = gr.Examples(examples=[[c] for c in PROMPT_CHIPS], inputs=[prompt], label=t(first_lang, "try"))
+                        mode = gr.Radio(mode_choices(first_lang), value="text", label=t(first_lang, "mode"),
+                                        info=t(first_lang, "mode_info"), elem_id="mode")
+                        with gr.Group(visible=False) as interact:
+                            canvas = gr.Image(type="numpy", interactive=False, label=t(first_lang, "canvas"),
+                                              elem_id="canvas")
+                            polarity = gr.Radio(polarity_choices(first_lang), value=POSITIVE,
+                                                label=t(first_lang, "polarity"), elem_id="polarity")
+                            target = gr.Dropdown(target_choices(None, t(first_lang, "new_object")), value=NEW_OBJECT,
+                                                 label=t(first_lang, "target"), elem_id="target", visible=False)
+                            with gr.Row():
+                                undo_btn = gr.Button(t(first_lang, "undo"), size="sm", elem_id="undo")
+                                clear_btn = gr.Button(t(first_lang, "clear"), size="sm", elem_id="clear")
+                            marks_md = gr.Markdown(elem_id="marks")
                         threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label=t(first_lang, "threshold"),
                                               info=t(first_lang, "threshold_info"), elem_id="threshold")
                         mask_threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label=t(first_lang, "mask_precision"),
@@ -284,6 +451,9 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
                                               interactive=False, elem_id="video-downloads")
                         video_status = gr.Markdown(elem_id="video-status")
         details_state = gr.State([])
+        marks_state = gr.State(Marks())
+        base_state = gr.State(None)  # the segmentation clicks refine
+        shown_state = gr.State(None)  # what the result panel shows (base with the current refinement)
 
         def relabel(lang: str, rows=None) -> tuple:
             """Every label, hint and button of the page in ``lang`` (the outputs of `labelled`)."""
@@ -306,20 +476,25 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
                     gr.update(label=t(lang, "threshold"), info=t(lang, "threshold_info")),
                     gr.update(label=t(lang, "stride"), info=t(lang, "stride_info")), gr.update(value=t(lang, "video_run")),
                     gr.update(label=t(lang, "video_result")), gr.update(label=t(lang, "tracks")),
-                    gr.update(label=t(lang, "video_downloads")))
+                    gr.update(label=t(lang, "video_downloads")),
+                    gr.update(label=t(lang, "mode"), info=t(lang, "mode_info"), choices=mode_choices(lang)),
+                    gr.update(label=t(lang, "canvas")),
+                    gr.update(label=t(lang, "polarity"), choices=polarity_choices(lang)),
+                    gr.update(label=t(lang, "target")), gr.update(value=t(lang, "undo")), gr.update(value=t(lang, "clear")))
 
         labelled = [intro, lang_radio, banner, image, photo_examples.dataset, prompt, chips.dataset, threshold,
                     mask_threshold, cleanup, fill_holes, min_island, smooth, run_btn, result, details_md, table, downloads,
                     image_tab, video_tab, video_in, video_prompt, video_threshold, video_stride, video_btn, video_out,
-                    tracks_table, video_files]
+                    tracks_table, video_files, mode, canvas, polarity, target, undo_btn, clear_btn]
 
         def on_load(request: gr.Request) -> tuple:
             """A page opens in --lang, or with "auto" in the browser's language."""
             lang = i18n.pick_language(settings.lang, request.headers.get("accept-language") if request else None)
             return relabel(lang)
 
-        inputs = [image, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang_radio]
-        outputs = [result, table, prompts_md, downloads, status, details_state, details_md]
+        inputs = [image, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang_radio, mode, marks_state]
+        panel = [result, table, prompts_md, downloads, status, details_state, details_md]
+        outputs = [*panel, base_state, shown_state, marks_state, target, canvas, marks_md]
         # All segment events of a page share one concurrency group, so a click and a slider release
         # never race each other; a burst of slider moves keeps only the last.
         group = {"concurrency_id": "segment", "concurrency_limit": settings.max_concurrent}
@@ -329,6 +504,18 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
             # Only post-processing re-runs: the image and prompt outputs come from the engine's caches.
             slider.release(rerun, inputs, outputs, api_name=False, show_progress="minimal", trigger_mode="always_last",
                            **group)
+        edit_inputs = [image, mode, target, marks_state, base_state, shown_state, mask_threshold, threshold, lang_radio]
+        edit_outputs = [marks_state, canvas, marks_md, shown_state, *panel]
+        canvas.select(on_canvas, [image, mode, polarity, target, marks_state, base_state, shown_state, mask_threshold,
+                                  threshold, lang_radio], edit_outputs, api_name=False, **group)
+        undo_btn.click(on_undo, edit_inputs, edit_outputs, api_name=False, **group)
+        clear_btn.click(on_clear, edit_inputs, edit_outputs, api_name=False, **group)
+        mode.input(on_mode, [image, mode, marks_state, shown_state, target, lang_radio],
+                   [interact, target, marks_state, base_state, canvas, marks_md], api_name=False, **group)
+        target.input(on_target, [image, mode, target, marks_state, shown_state, lang_radio],
+                     [marks_state, base_state, target, canvas, marks_md], api_name=False, **group)
+        image.change(on_image, [image, mode, lang_radio], [marks_state, base_state, shown_state, target, canvas, marks_md],
+                     api_name=False, **group)
         video_inputs = [video_in, video_prompt, video_threshold, video_stride, lang_radio]
         video_outputs = [video_out, tracks_table, video_files, video_status]
         video_group = {"concurrency_id": "video", "concurrency_limit": settings.max_video_jobs}
