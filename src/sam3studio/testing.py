@@ -196,7 +196,9 @@ def video_processor(tokenizer, image_size: int | None = None):
 def make_tiny_video_checkpoint(path: str | Path, seed: int = 0) -> Path:
     """Write a tiny SAM 3 video checkpoint (`Sam3VideoModel` + `Sam3VideoProcessor`, about 4 M parameters).
 
-    It loads with ``sam3studio.video.load_video_segmenter(str(path))`` like the real ``facebook/sam3``.
+    It has the layout of the real ``facebook/sam3`` (a ``sam3_video`` checkpoint), so it serves all three
+    uses: ``load_segmenter(str(path))`` (image segmentation and click refinement: the tracker loads
+    from it on the first ``refine``) and ``sam3studio.video.load_video_segmenter(str(path))``.
     """
     import torch
     from transformers import Sam3VideoModel
