@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,7 +45,7 @@ def test_lite_text_checkpoint_is_dispatched_by_its_config(tmp_path, cat_photo):
 def test_load_segmenter_reports_what_it_loaded(tiny_checkpoint):
     seg = load_segmenter(str(tiny_checkpoint), device="cpu", dtype="float32")
     assert seg.info() == {"source": str(tiny_checkpoint), "architecture": "Sam3Model", "device": "cpu",
-                          "dtype": "float32"}
+                          "dtype": "float32", "compiled": "eager"}
     assert next(seg.model.parameters()).dtype == torch.float32
 
 
@@ -141,3 +142,18 @@ def test_random_source_builds_the_full_size_architecture_with_a_warning():
     assert 800e6 < n_params < 900e6
     assert loaded.processor.image_processor.size["height"] == 1008
     assert loaded.dtype == torch.bfloat16
+
+
+@pytest.mark.slow
+def test_compiled_vision_encoder_gives_the_eager_results(tiny_checkpoint, cat_photo):
+    """`compile=True` (torch.compile of the vision encoder, inductor on the CPU) changes speed, not results."""
+    eager = load_segmenter(str(tiny_checkpoint), device="cpu", dtype="float32")
+    compiled = load_segmenter(str(tiny_checkpoint), device="cpu", dtype="float32", compile=True)
+    assert compiled.info()["compiled"] != "eager" and eager.info()["compiled"] == "eager"
+    assert type(compiled.model.vision_encoder).__name__ == type(eager.model.vision_encoder).__name__  # compiled in place
+    ours = compiled.segment(cat_photo, "cat, dog", score_threshold=0.05)
+    ref = eager.segment(cat_photo, "cat, dog", score_threshold=0.05)
+    assert len(ref) > 0 and len(ours) == len(ref)
+    np.testing.assert_allclose(ours.scores, ref.scores, atol=1e-4)
+    np.testing.assert_allclose(ours.boxes, ref.boxes, atol=1e-2)
+    assert all((a != b).mean() < 1e-3 for a, b in zip(ours.masks, ref.masks, strict=True))

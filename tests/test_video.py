@@ -187,3 +187,23 @@ def test_truncated_video_fails_with_a_clear_error_after_the_frames_it_could_deco
         assert "cut.mp4" in str(exc)
     else:  # FFmpeg may recover the frames before the cut; then fewer frames come back, never garbage
         assert len(frames) < 24
+
+
+def test_mask_iou_equals_transformers_and_replaces_it_once_a_model_loads(vseg):
+    """Our pairwise mask IoU (a matrix product) gives transformers' numbers without its (N, M, H*W) tensor."""
+    import torch
+    from transformers.models.sam3_video import modeling_sam3_video
+
+    from sam3studio.video.tracker import mask_iou
+
+    assert modeling_sam3_video.mask_iou is mask_iou  # installed by load_video_segmenter (the vseg fixture)
+    original = modeling_sam3_video.nms_masks.__globals__  # same module namespace
+    assert original["mask_iou"] is mask_iou
+    g = torch.Generator().manual_seed(0)
+    for n, m in ((1, 1), (7, 3), (20, 20)):
+        a = torch.rand(n, 32, 40, generator=g) > torch.rand(n, 1, 1, generator=g)
+        b = torch.rand(m, 32, 40, generator=g) > torch.rand(m, 1, 1, generator=g)
+        a[0] = False  # an empty mask: IoU 0, not NaN
+        inter = (a[:, None].flatten(2) & b[None].flatten(2)).sum(2).float()
+        union = (a[:, None].flatten(2) | b[None].flatten(2)).sum(2).float()
+        np.testing.assert_allclose(mask_iou(a, b).numpy(), (inter / union.clamp(min=1)).numpy(), rtol=1e-6, atol=1e-7)

@@ -186,6 +186,7 @@ class ModelInfo(BaseModel):
     architecture: str | None = None
     device: str | None = None
     dtype: str | None = None
+    compiled: str | None = Field(None, description="'eager', or how the model was compiled")
 
 
 class InstanceResponse(InstanceOut):

@@ -234,6 +234,8 @@ def serve(
     ui_auth: Annotated[str | None, typer.Option("--ui-auth", help="user:password the web UI asks for "
                                                 "[env: SAM3STUDIO_UI_AUTH].", show_default=False)] = None,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the REST API only.")] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the vision encoder (faster per image "
+                                                "after a slow first one; needs a C/C++ compiler on the CPU).")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Serve the web UI at / and the REST API at /api/v1 on one port (settings also from SAM3STUDIO_* env)."""
@@ -248,6 +250,8 @@ def serve(
                  if v is not None}
     if no_ui:
         overrides["ui"] = False
+    if compile_model:
+        overrides["compile"] = True
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

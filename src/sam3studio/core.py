@@ -182,6 +182,7 @@ class Segmenter:
         dtype: torch.dtype | None = None,
         source: str = "",
         architecture: str | None = None,
+        compiled: bool = False,
         image_cache_size: int = 4,
         text_cache_size: int = 512,
         prediction_cache_mb: int = 512,
@@ -199,6 +200,7 @@ class Segmenter:
         self.dtype = dtype or (params.dtype if params is not None else torch.float32)
         self.source = source
         self.architecture = architecture or type(model).__name__
+        self.compiled = compiled
         self.prompt_batch_size = prompt_batch_size
         self.translator: Translator = translator or identity_translator
         self.stats = SegmenterStats()
@@ -221,6 +223,7 @@ class Segmenter:
             dtype=loaded.dtype,
             source=loaded.source,
             architecture=loaded.architecture,
+            compiled=loaded.compiled,
             **options,
         )
 
@@ -231,6 +234,7 @@ class Segmenter:
             "architecture": self.architecture,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "compiled": "torch.compile (vision encoder)" if self.compiled else "eager",
         }
 
     def clear_cache(self) -> None:

@@ -55,6 +55,7 @@ __all__ = [
     "LoadedModel",
     "cpu_supports_bf16",
     "inference_context",
+    "compile_vision_encoder",
     "load_model",
     "load_segmenter",
     "resolve_device",
@@ -72,6 +73,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     architecture: str
+    compiled: bool = False
 
 
 # ---------------------------------------------------------------------------- device and dtype
@@ -206,11 +208,31 @@ def _build_random(device: torch.device, dtype: torch.dtype) -> LoadedModel:
     return LoadedModel(model, processor, RANDOM_SOURCE, device, dtype, "Sam3Model")
 
 
-def load_model(source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+def compile_vision_encoder(model: Any) -> None:
+    """``torch.compile`` the vision encoder in place (the ViT: about 75% of a segment call).
+
+    The first call at each input shape compiles (tens of seconds to minutes; inductor needs a C/C++
+    compiler on the CPU); later calls run the compiled graph. Shapes are static (SAM 3 always sees
+    its square input), so each batch size compiles once.
+    """
+    model.vision_encoder.compile(dynamic=False)
+
+
+def load_model(source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = "auto",
+               compile: bool = False) -> LoadedModel:
     """Load a SAM 3 detector and its processor from ``source`` (see module docstring).
 
+    ``compile`` wraps the vision encoder in ``torch.compile`` (see `compile_vision_encoder`).
     Raises `ModelSourceError` with one actionable sentence when the source cannot be loaded.
     """
+    loaded = _load_model(source, device, dtype)
+    if compile:
+        compile_vision_encoder(loaded.model)
+        loaded.compiled = True
+    return loaded
+
+
+def _load_model(source: str, device: str, dtype: str) -> LoadedModel:
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     source = (source or DEFAULT_SOURCE).strip()
@@ -265,12 +287,13 @@ def load_error(exc: BaseException, source: str, local: Path | None, what: str = 
 
 def load_segmenter(
     source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = "auto", translator: Any = "lexicon",
-    **options: Any
+    compile: bool = False, **options: Any
 ) -> Segmenter:
     """Load SAM 3 from ``source`` and wrap it in a `sam3studio.core.Segmenter`.
 
     ``translator`` turns prompts into English queries: ``"lexicon"`` (default: Chinese prompts are
     translated offline, English passes unchanged), ``"none"``, a local MarianMT folder, or a callable.
+    ``compile`` compiles the vision encoder with ``torch.compile`` (the first image compiles).
     ``options`` go to the `Segmenter` constructor (cache sizes, prompt batch size).
     """
     from sam3studio.core import Segmenter
@@ -278,4 +301,5 @@ def load_segmenter(
 
     if translator is None or isinstance(translator, str):
         translator = get_translator(translator)
-    return Segmenter.from_loaded(load_model(source, device=device, dtype=dtype), translator=translator, **options)
+    loaded = load_model(source, device=device, dtype=dtype, compile=compile)
+    return Segmenter.from_loaded(loaded, translator=translator, **options)

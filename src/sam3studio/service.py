@@ -158,7 +158,8 @@ class SegmentService:
             log.info("Loading SAM 3 from %s …", self.settings.model)
             try:
                 self.segmenter = load_segmenter(self.settings.model, device=self.settings.device,
-                                                dtype=self.settings.dtype, translator=self.settings.translator)
+                                                dtype=self.settings.dtype, translator=self.settings.translator,
+                                                compile=self.settings.compile)
                 self.load_error = None
                 log.info("Model ready in %.1f s: %s", time.perf_counter() - t0, self.segmenter.info())
             except Exception as exc:  # kept and shown: the server stays up to say what went wrong

@@ -30,6 +30,30 @@ log = logging.getLogger(__name__)
 __all__ = ["TrackingRun", "VideoSegmenter", "load_video_segmenter"]
 
 
+def mask_iou(pred_masks: Any, gt_masks: Any) -> Any:
+    """Pairwise IoU of ``(N, H, W)`` and ``(M, H, W)`` boolean masks, as ``(N, M)`` float32.
+
+    The same numbers as transformers' ``sam3_video.mask_iou``, which broadcasts to an ``(N, M, H*W)``
+    tensor: 200 detections at 288x288 ask for 26 GB (seen at a low threshold). Here the intersections
+    are one ``(N, H*W) @ (H*W, M)`` product: ``(N + M) * H * W`` floats.
+    """
+    import torch
+
+    a = pred_masks.flatten(1).to(torch.float32)
+    b = gt_masks.flatten(1).to(torch.float32)
+    with torch.autocast(device_type=a.device.type, enabled=False):  # pixel counts must stay exact float32
+        inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return inter / union.clamp(min=1)
+
+
+def _use_bounded_mask_iou() -> None:
+    """Make transformers' video model use `mask_iou` (detection NMS, track association, suppression)."""
+    from transformers.models.sam3_video import modeling_sam3_video
+
+    modeling_sam3_video.mask_iou = mask_iou
+
+
 @dataclass
 class LoadedVideoModel:
     model: Any  # Sam3VideoModel
@@ -59,6 +83,7 @@ def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype:
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     source = (source or "facebook/sam3").strip()
+    _use_bounded_mask_iou()
     if source == RANDOM_SOURCE:
         return _build_random_video(dev, dt)
     load_from, local = resolve_checkpoint(source)
