@@ -116,6 +116,7 @@ class SegmenterStats:
     prediction_cache_hits: int = 0
     tracker_loads: int = 0
     refine_passes: int = 0
+    batched_images: int = 0  # images encoded by `encode_images`
 
 
 @dataclass
@@ -349,6 +350,41 @@ class Segmenter:
         timer.timings["total"] = t - start
         seg.timings = timer.timings
         return seg
+
+    def encode_images(self, images: Sequence[ImageInput]) -> int:
+        """Encode the images not yet cached in one batched vision pass; return how many were encoded.
+
+        Later `segment` or `refine` calls on these images start from the cache. `VisionBatcher` calls
+        this for concurrent requests (dynamic batching); a batch is at most the image cache's size.
+        """
+        rgbs = [load_image(image) for image in images]
+        with self._lock:
+            todo: dict[str, np.ndarray] = {}
+            for rgb in rgbs:
+                key = _image_key(rgb)
+                if key in self._images:
+                    self.stats.image_cache_hits += 1
+                else:
+                    todo.setdefault(key, rgb)
+            items = list(todo.items())[: self._images.maxsize]
+            if not items:
+                return 0
+            pixel_values = self.processor.image_processor(images=[rgb for _, rgb in items], return_tensors="pt")["pixel_values"]
+            pixel_values = pixel_values.to(self.device, self.dtype)
+            with inference_context(self.device, self.dtype):
+                vision = self.model.get_vision_features(pixel_values=pixel_values)
+            self.stats.vision_encoder_calls += 1
+            self.stats.batched_images += len(items)
+            for i, (key, rgb) in enumerate(items):
+                # Cloned, so one cached image does not keep the whole batch's tensors alive.
+                one = type(vision)(
+                    last_hidden_state=vision.last_hidden_state[i : i + 1].clone(),
+                    fpn_hidden_states=tuple(x[i : i + 1].clone() for x in vision.fpn_hidden_states),
+                    fpn_position_encoding=tuple(x[i : i + 1].clone() if x.shape[0] == len(items) else x
+                                                for x in vision.fpn_position_encoding),
+                )
+                self._images[key] = _ImageEntry(vision=one, height=rgb.shape[0], width=rgb.shape[1])
+            return len(items)
 
     # ------------------------------------------------------------------ click refinement
     def _ensure_tracker(self) -> Any:

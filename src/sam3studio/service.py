@@ -7,6 +7,7 @@ wait, and anything beyond is refused at once with `Overloaded` (HTTP 503 + Retry
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -26,7 +27,8 @@ from sam3studio.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdmissionGate", "Cancelled", "NotReady", "OutOfMemory", "Overloaded", "SegmentOptions", "SegmentService"]
+__all__ = ["AdmissionGate", "Cancelled", "NotReady", "OutOfMemory", "Overloaded", "SegmentOptions", "SegmentService",
+           "VisionBatcher"]
 
 
 class Overloaded(Sam3StudioError):
@@ -116,6 +118,64 @@ class AdmissionGate:
                 self._cond.notify()
 
 
+@dataclass(eq=False)
+class _Slot:
+    rgb: np.ndarray
+    done: bool = False
+    error: BaseException | None = None
+
+
+class VisionBatcher:
+    """Dynamic batching: the images of requests that run together go through the vision encoder in one pass.
+
+    The first request to arrive leads: it waits up to ``max_wait_s`` for others (less when ``max_batch``
+    images are pending), encodes them all with `Segmenter.encode_images`, and wakes the others, which
+    then find their image in the engine's cache. One batch is encoded at a time; a request left out
+    of a full batch joins the next one. An error (out of memory, say) reaches every request of its batch.
+    """
+
+    def __init__(self, segmenter: Any, max_batch: int, max_wait_s: float) -> None:
+        if max_batch < 1 or max_wait_s < 0:
+            raise ValueError("max_batch must be >= 1 and max_wait_s >= 0")
+        self.segmenter, self.max_batch, self.max_wait_s = segmenter, max_batch, max_wait_s
+        self._cond = threading.Condition()
+        self._pending: list[_Slot] = []
+        self._leading = False
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)  # recent batches, for stats
+
+    def encode(self, rgb: np.ndarray) -> None:
+        """Return once ``rgb``'s vision features are in the segmenter's cache (encoded with whoever else came)."""
+        slot = _Slot(rgb)
+        with self._cond:
+            self._pending.append(slot)
+            self._cond.notify_all()
+        while True:
+            with self._cond:
+                while not slot.done and self._leading:
+                    self._cond.wait()
+                if slot.done:
+                    if slot.error is not None:
+                        raise slot.error
+                    return
+                self._leading = True
+                deadline = time.monotonic() + self.max_wait_s
+                while len(self._pending) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                batch = self._pending[: self.max_batch]
+                del self._pending[: len(batch)]
+            error: BaseException | None = None
+            try:
+                self.segmenter.encode_images([s.rgb for s in batch])
+            except BaseException as exc:  # handed to every request of the batch, which raises it
+                error = exc
+            with self._cond:
+                for s in batch:
+                    s.done, s.error = True, error
+                self._leading = False
+                self.batch_sizes.append(len(batch))
+                self._cond.notify_all()
+
+
 @dataclass(frozen=True)
 class SegmentOptions:
     score_threshold: float = 0.5
@@ -144,6 +204,20 @@ class SegmentService:
         self.loading = False
         self.gate = AdmissionGate(settings.max_concurrent, settings.max_queue, settings.queue_timeout_s)
         self._load_lock = threading.Lock()
+        self._batcher: VisionBatcher | None = None
+        batch = min(settings.vision_batch, settings.max_concurrent)
+        if settings.vision_batch > settings.max_concurrent:
+            log.warning("vision_batch=%d is capped by max_concurrent=%d (a batch holds requests that run together)",
+                        settings.vision_batch, settings.max_concurrent)
+        self._batch = batch
+
+    @property
+    def batcher(self) -> VisionBatcher | None:
+        """The dynamic batcher, when ``vision_batch`` > 1 and the model is loaded."""
+        if self._batch > 1 and self._batcher is None and self.segmenter is not None \
+                and hasattr(self.segmenter, "encode_images"):
+            self._batcher = VisionBatcher(self.segmenter, self._batch, self.settings.vision_batch_wait_ms / 1000)
+        return self._batcher
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> None:
@@ -216,9 +290,16 @@ class SegmentService:
         refine = options.refine()
         limit = min(options.max_instances or self.settings.max_instances, self.settings.max_instances)
         segmenter = self.require_ready()
-        return self._run(cancelled, lambda: segmenter.segment(
-            image, queries, score_threshold=options.score_threshold, mask_threshold=options.mask_threshold,
-            refine=refine, max_instances=limit, boxes=options.boxes, box_labels=options.box_labels),
+        batcher = self.batcher
+
+        def work() -> Segmentation:
+            if batcher is not None:
+                batcher.encode(image)
+            return segmenter.segment(image, queries, score_threshold=options.score_threshold,
+                                     mask_threshold=options.mask_threshold, refine=refine, max_instances=limit,
+                                     boxes=options.boxes, box_labels=options.box_labels)
+
+        return self._run(cancelled, work,
             f"a {image.shape[1]}x{image.shape[0]} image with {len(queries or ())} prompt(s)",
             "out of memory while segmenting this image; memory was freed: try again, "
             "or send a smaller image or fewer prompts")
