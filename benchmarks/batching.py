@@ -60,7 +60,7 @@ def main() -> None:
             seg.clear_cache()
             barrier = threading.Barrier(args.concurrency)
 
-            def one(i: int) -> None:
+            def one(i: int, barrier: threading.Barrier = barrier) -> None:
                 barrier.wait()
                 service.segment(images[i], "dog")
 
