@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from sam3studio.api import create_app
-from sam3studio.results import mask_to_rle, rle_to_mask
+from sam3studio.results import rle_to_mask
 from sam3studio.settings import Settings
 
 
@@ -79,7 +79,8 @@ def test_json_box_with_base64_image(client, clicker, cat_png, cat_photo):
 def test_an_instance_from_segment_is_refined_with_more_clicks(client, clicker, cat_png, cat_photo):
     seg = client.post("/api/v1/segment", files={"image": ("cat.png", cat_png, "image/png")},
                       data={"prompt": "cat", "threshold": "0.01"}).json()
-    rle = seg["instances"][0]["mask"] if seg["instances"] else mask_to_rle(np.ones((300, 451), bool))
+    assert seg["instances"], "precondition: threshold 0.01 on the tiny model finds instances"
+    rle = seg["instances"][0]["mask"]
     resp = _refine(client, cat_png, points=[[60, 250]], point_labels=[0], mask=rle)
     assert resp.status_code == 200, resp.text
     expected = clicker.refine(cat_photo, points=[[60, 250]], point_labels=[0], mask=rle_to_mask(rle))
@@ -135,6 +136,17 @@ def test_a_checkpoint_without_tracker_answers_409(tiny_checkpoint, segmenter, ca
     with TestClient(create_app(settings, segmenter=segmenter)) as c:
         message = _error(_refine(c, _png(cat_photo[:64, :64]), box=[0, 0, 10, 10]), 409, "not_available")
     assert "no SAM 3 tracker" in message
+
+
+def test_an_over_long_rle_string_is_refused_before_decoding(tiny_video_checkpoint, clicker, cat_png):
+    from sam3studio.api import MAX_RLE_CHARS
+
+    settings = Settings(model=str(tiny_video_checkpoint), device="cpu", dtype="float32", ui=False)  # 20 MB bodies
+    body = {"image_base64": base64.b64encode(cat_png).decode(), "box": [0, 0, 10, 10],
+            "mask": {"size": [300, 451], "counts": "1" * (MAX_RLE_CHARS + 1)}}
+    with TestClient(create_app(settings, segmenter=clicker)) as c:
+        message = _error(c.post("/api/v1/refine", json=body), 400, "bad_input")
+    assert f"over {MAX_RLE_CHARS} characters" in message
 
 
 def test_openapi_documents_refine(client):

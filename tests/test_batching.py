@@ -98,6 +98,22 @@ def test_the_service_batches_concurrent_requests(segmenter, images, tiny_checkpo
     service = SegmentService(settings, segmenter=segmenter)
     results, errors = _run_threads(4, lambda i: service.segment(images[i], "cat"))
     assert not errors and all(r is not None for r in results)
-    assert segmenter.stats.vision_encoder_calls < 4 and sum(service.batcher.batch_sizes) == 4
+    assert segmenter.stats.vision_encoder_calls == 1 and list(service.batcher.batch_sizes) == [4]
     solo = SegmentService(Settings(model=str(tiny_checkpoint)), segmenter=segmenter)
     assert solo.batcher is None  # vision_batch 1: off
+
+
+def test_a_batch_larger_than_the_image_cache_grows_it_and_encodes_once(tiny_checkpoint, images):
+    """8 requests, an image cache of 2: the service makes room for a batch, so no request encodes again."""
+    from sam3studio import load_segmenter
+
+    seg = load_segmenter(str(tiny_checkpoint), device="cpu", dtype="float32", image_cache_size=2)
+    eight = images + [im[::-1].copy() for im in images]
+    settings = Settings(model=str(tiny_checkpoint), max_concurrent=8, vision_batch=8, vision_batch_wait_ms=1000)
+    service = SegmentService(settings, segmenter=seg)
+    results, errors = _run_threads(8, lambda i: service.segment(eight[i], "cat"))
+    assert not errors and all(r is not None for r in results)
+    assert seg.stats.vision_encoder_calls == 1 and seg.stats.batched_images == 8
+    calls = seg.stats.vision_encoder_calls
+    service.segment(eight[0], "dog")  # cached: the batcher is skipped, and no encoder call runs
+    assert seg.stats.vision_encoder_calls == calls

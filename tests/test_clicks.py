@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam3studio.errors import InputError, ModelSourceError
+from sam3studio.errors import InputError
 from sam3studio.interactive import TRACKER_KEY_MAPPING
 
 
@@ -64,10 +64,9 @@ def test_a_box_gives_the_documented_mask(clicker, documented, cat_photo):
     inst = clicker.refine(cat_photo, box=[120, 40, 330, 240])
     mask, _, _ = _documented_masks(documented, cat_photo, input_boxes=[[[120, 40, 330, 240]]], multimask_output=False)
     np.testing.assert_array_equal(inst.mask, mask)
-    if inst.area:
-        ys, xs = np.nonzero(inst.mask)
-        assert inst.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-        assert inst.area == int(inst.mask.sum())
+    assert inst.area == int(inst.mask.sum()) > 0
+    ys, xs = np.nonzero(inst.mask)
+    assert inst.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
 
 
 def test_refining_a_refined_mask_feeds_its_logits_back_as_the_documentation_shows(clicker, documented, cat_photo):
@@ -147,9 +146,35 @@ def test_the_tracker_loads_only_on_first_refine(clicker, cat_photo):
     assert clicker.tracker_loaded
 
 
-def test_an_image_only_checkpoint_says_refinement_needs_the_full_one(segmenter, cat_photo):
-    with pytest.raises(ModelSourceError, match="has no SAM 3 tracker.*sam3_video"):
+def test_an_image_only_checkpoint_says_refinement_needs_the_full_one(segmenter, cat_photo, monkeypatch):
+    from sam3studio import interactive
+    from sam3studio.errors import TrackerUnavailable
+
+    with pytest.raises(TrackerUnavailable, match="has no SAM 3 tracker.*sam3_video"):
         segmenter.refine(cat_photo, points=[[10, 10]], point_labels=[1])
+    monkeypatch.setattr(interactive, "load_tracker", lambda *a, **k: pytest.fail("asked the checkpoint again"))
+    with pytest.raises(TrackerUnavailable):  # remembered: the checkpoint is not read again
+        segmenter.refine(cat_photo, points=[[10, 10]], point_labels=[1])
+
+
+def test_refinement_logits_are_kept_per_image(clicker, monkeypatch):
+    """The same mask on another image enters as a plain mask prompt, not as the first image's logits."""
+    first, second = np.zeros((64, 80, 3), np.uint8), np.full((64, 80, 3), 200, np.uint8)
+    inst = clicker.refine(first, points=[[40, 30]], point_labels=[1])
+    encoder = clicker._ensure_tracker().model.prompt_encoder
+    seen = []
+    forward = encoder.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["input_masks"])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(encoder, "forward", spy)
+    clicker.refine(first, points=[[40, 30]], point_labels=[1], mask=inst.mask)
+    clicker.refine(second, points=[[40, 30]], point_labels=[1], mask=inst.mask)
+    exact, plain = seen
+    assert not np.isin(exact.numpy(), (-10.0, 10.0)).all()  # the logits that made the mask
+    assert np.abs(plain.numpy()).max() <= 10.0 + 1e-5  # a resized binary mask as +-10 logits
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

@@ -251,3 +251,13 @@ def test_rle_round_trip_through_the_checked_decoder(mask):
     np.testing.assert_array_equal(rle_to_mask(rle, shape=mask.shape), mask)
     with pytest.raises(ValueError, match="the mask is"):
         rle_to_mask(rle, shape=(mask.shape[0] + 1, mask.shape[1]))
+
+
+@pytest.mark.parametrize("counts", ["0TTT40lkkkooO", "0" * 7 + "1", "1" * 5000, "PP", "0ol?ol?"])
+def test_crafted_rle_strings_are_refused_without_reaching_pycocotools(counts):
+    """Strings whose long runs pycocotools' C parser reads differently (32-bit overflow), or that run past
+    the mask: refused by the checked reader (pycocotools would overrun its buffer on the first one)."""
+    from sam3studio.results import rle_to_mask
+
+    with pytest.raises(ValueError, match="RLE"):
+        rle_to_mask({"size": [300, 451], "counts": counts}, shape=(300, 451))

@@ -116,6 +116,14 @@ def test_draw_boxes_then_refine_by_clicks(video_server_url, page, cat_photo, tmp
     _wait_text(page, "#status", r"refined with 1 click")
     _wait_text(page, "#marks", r"1 click\(s\)")
 
+    # Moving mask precision while refining re-runs the refinement, not the segmentation: the object stays.
+    precision = page.locator("#mask-threshold input[type=number]")
+    precision.fill("0.3")
+    precision.press("Enter")
+    page.wait_for_timeout(3000)
+    _wait_text(page, "#status", r"refined with 1 click")
+    assert _grid_row_count(page) == before + 1
+
     # The downloads describe the refined result: the new object is the last instance, labelled "object".
     link = page.locator("#downloads a[download='result.json']")
     with page.expect_download() as download_info:

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sam3studio import __version__
-from sam3studio.errors import InputError, InputTooLargeError, ModelSourceError, Sam3StudioError
+from sam3studio.errors import InputError, InputTooLargeError, ModelSourceError, Sam3StudioError, TrackerUnavailable
 from sam3studio.jobs import JobNotFound, JobRunner
 from sam3studio.results import Segmentation, rle_to_mask
 from sam3studio.schemas import RLE, InstanceOut, SegmentationOut
@@ -50,6 +50,7 @@ from sam3studio.settings import Settings
 log = logging.getLogger(__name__)
 
 MaskFormat = Literal["rle", "polygon", "png_base64", "none"]
+MAX_RLE_CHARS = 2_000_000  # a mask to refine; real masks of 40 MP images take a few hundred KB
 
 
 # ---------------------------------------------------------------------------- schemas
@@ -273,8 +274,10 @@ def _to_api_error(exc: Exception) -> ApiError:
         return ApiError(413, "too_large", str(exc))
     if isinstance(exc, InputError):
         return ApiError(400, "bad_input", str(exc))
-    if isinstance(exc, ModelSourceError):  # e.g. refinement asked of a checkpoint without a tracker
+    if isinstance(exc, TrackerUnavailable):  # refinement asked of a checkpoint without a tracker
         return ApiError(409, "not_available", str(exc))
+    if isinstance(exc, ModelSourceError):  # the tracker could not be loaded now (e.g. the hub is unreachable)
+        return ApiError(503, "not_ready", str(exc), {"Retry-After": "30"})
     if isinstance(exc, Sam3StudioError):
         return ApiError(400, "bad_request", str(exc))
     raise exc
@@ -688,8 +691,10 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         params, image = await _read_image_request(request, RefineParams, RefineJSONRequest, _REFINE_FIELDS)
         mask = None
         if params.mask is not None:
-            try:
-                mask = rle_to_mask(params.mask.model_dump(), shape=image.shape[:2])
+            if len(params.mask.counts) > MAX_RLE_CHARS:
+                raise ApiError(400, "bad_input", f"mask: the RLE counts string is over {MAX_RLE_CHARS} characters")
+            try:  # off the event loop: a long hostile string costs up to one step per pixel
+                mask = await run_in_threadpool(rle_to_mask, params.mask.model_dump(), image.shape[:2])
             except ValueError as exc:
                 raise ApiError(400, "bad_input", f"mask: {exc}") from None
         gone = threading.Event()

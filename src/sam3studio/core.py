@@ -213,7 +213,9 @@ class Segmenter:
         )
         # Click refinement: the tracker (`sam3studio.interactive.LoadedTracker`) is loaded on first use.
         self._tracker = tracker
-        self._refined_logits: LRUCache = LRUCache(maxsize=64)  # mask digest -> the low-res logits that made it
+        self._tracker_error: Exception | None = None
+        # (image key, mask digest) -> the low-resolution logits that made a mask `refine` returned
+        self._refined_logits: LRUCache = LRUCache(maxsize=64)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, **options: Any) -> Segmenter:
@@ -286,7 +288,7 @@ class Segmenter:
         with self._lock:
             tracker = self._ensure_tracker()
             entry = self._image_features(key, rgb, _Timer())
-            mask_out, score = self._refine_pass(tracker, entry, rgb, clicks, mask_threshold)
+            mask_out, score = self._refine_pass(tracker, key, entry, rgb, clicks, mask_threshold)
         area = int(mask_out.sum())
         ys, xs = np.nonzero(mask_out)
         bbox = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if area else (0.0,) * 4
@@ -351,6 +353,19 @@ class Segmenter:
         seg.timings = timer.timings
         return seg
 
+    def has_image(self, image: ImageInput) -> bool:
+        """Whether ``image``'s vision features are cached (no vision pass would run for it)."""
+        return _image_key(load_image(image)) in self._images
+
+    def reserve_image_cache(self, size: int) -> None:
+        """Let the image cache hold at least ``size`` images (a batch must not evict what its requests need)."""
+        with self._lock:
+            if size > self._images.maxsize:
+                bigger: LRUCache = LRUCache(maxsize=size)
+                for key in list(self._images.keys()):  # oldest first: the LRU order survives
+                    bigger[key] = self._images[key]
+                self._images = bigger
+
     def encode_images(self, images: Sequence[ImageInput]) -> int:
         """Encode the images not yet cached in one batched vision pass; return how many were encoded.
 
@@ -389,15 +404,22 @@ class Segmenter:
     # ------------------------------------------------------------------ click refinement
     def _ensure_tracker(self) -> Any:
         if self._tracker is None:
+            from sam3studio.errors import TrackerUnavailable
             from sam3studio.interactive import load_tracker
 
+            if self._tracker_error is not None:  # a checkpoint without a tracker does not grow one: ask once
+                raise self._tracker_error
             if not self.source:
                 raise ModelSourceError("this Segmenter was built without a checkpoint source; pass tracker= to refine")
-            self._tracker = load_tracker(self.source, self.device, self.dtype)
+            try:
+                self._tracker = load_tracker(self.source, self.device, self.dtype)
+            except TrackerUnavailable as exc:
+                self._tracker_error = exc
+                raise
             self.stats.tracker_loads += 1
         return self._tracker
 
-    def _refine_pass(self, tracker: Any, entry: _ImageEntry, rgb: np.ndarray, clicks: Any,
+    def _refine_pass(self, tracker: Any, key: str, entry: _ImageEntry, rgb: np.ndarray, clicks: Any,
                      mask_threshold: float) -> tuple[np.ndarray, float]:
         from sam3studio.interactive import mask_digest, mask_to_logits, probability_to_logit, processor_inputs
 
@@ -415,7 +437,7 @@ class Segmenter:
                     entry.tracker_embeddings = model.get_image_embeddings(pixels.to(self.device, self.dtype))
             inputs = {k: v.to(self.device) for k, v in processor_inputs(processor, clicks, height, width).items()}
             if clicks.mask is not None:
-                prior = self._refined_logits.get(mask_digest(clicks.mask))
+                prior = self._refined_logits.get((key, mask_digest(clicks.mask)))
                 if prior is None:
                     prior = mask_to_logits(clicks.mask, model.prompt_encoder.mask_input_size)
                 inputs["input_masks"] = prior.to(self.device, self.dtype)
@@ -427,7 +449,7 @@ class Segmenter:
         masks = processor.post_process_masks(low.cpu(), [[height, width]],
                                              mask_threshold=probability_to_logit(mask_threshold))
         result = masks[0][0, 0].numpy().astype(bool)
-        self._refined_logits[mask_digest(result)] = low[0].cpu()
+        self._refined_logits[(key, mask_digest(result))] = low[0].cpu()
         return result, float(np.clip(float(ious[best]), 0.0, 1.0))
 
     # ------------------------------------------------------------------ model passes

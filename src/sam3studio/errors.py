@@ -11,6 +11,10 @@ class ModelSourceError(Sam3StudioError):
     """The model could not be found, downloaded or loaded from the given source."""
 
 
+class TrackerUnavailable(ModelSourceError):
+    """The loaded checkpoint has no SAM 3 tracker, so click refinement cannot run. Maps to HTTP 409."""
+
+
 class InputError(Sam3StudioError, ValueError):
     """A user input (image, prompt, option) is invalid. Maps to HTTP 400."""
 

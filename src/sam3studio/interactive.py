@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sam3studio.errors import InputError, ModelSourceError
+from sam3studio.errors import InputError, ModelSourceError, TrackerUnavailable
 
 __all__ = ["MAX_POINTS", "LoadedTracker", "load_tracker", "validate_clicks", "ClickPrompt"]
 
@@ -184,7 +184,7 @@ def load_tracker(source: str, device: Any, dtype: Any, share_backbone: bool = Tr
     except Exception as exc:
         raise load_error(exc, source, local) from exc
     if model_type not in _SHARED_TYPES | _OWN_BACKBONE_TYPES:
-        raise ModelSourceError(
+        raise TrackerUnavailable(
             f"the checkpoint '{source}' (model_type {model_type!r}) has no SAM 3 tracker, which click and box "
             "refinement needs; load the full checkpoint (facebook/sam3, model_type 'sam3_video')"
         )

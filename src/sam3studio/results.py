@@ -55,14 +55,16 @@ def masks_to_rles(masks: np.ndarray) -> list[dict[str, Any]]:
     return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
-def _compressed_counts(data: bytes) -> list[int]:
-    """Run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, checked as it goes).
+def _compressed_counts(data: bytes, total: int) -> list[int]:
+    """Run lengths of a compressed COCO RLE string (the format of pycocotools' ``rleToString``).
 
-    pycocotools decodes without bounds checks: a malformed string from a client overruns its buffers
-    and aborts the process. So the runs are read here first and `rle_to_mask` only hands pycocotools
-    strings whose runs are well formed and cover the mask exactly.
+    Read here, never by pycocotools: its C parser has no bounds checks and computes long runs with
+    32-bit overflows, so a crafted string both passes a Python check and overruns pycocotools'
+    buffers. Stops as soon as the runs are malformed or pass ``total`` pixels, so a long hostile
+    string costs at most ``total`` steps.
     """
     counts: list[int] = []
+    covered = 0
     p, n = 0, len(data)
     while p < n:
         x = k = 0
@@ -81,6 +83,11 @@ def _compressed_counts(data: bytes) -> list[int]:
                 x |= -1 << (5 * k)
         if len(counts) > 2:
             x += counts[-2]
+        if x < 0 or (x == 0 and counts):  # only the first run (leading background) may be empty
+            raise ValueError("RLE counts string is malformed")
+        covered += x
+        if covered > total:
+            raise ValueError(f"RLE runs cover more than the mask's {total} pixels")
         counts.append(x)
     return counts
 
@@ -88,8 +95,9 @@ def _compressed_counts(data: bytes) -> list[int]:
 def rle_to_mask(rle: dict[str, Any], shape: tuple[int, int] | None = None) -> np.ndarray:
     """Decode a COCO RLE dict (compressed string counts or uncompressed list counts) to ``(H, W)`` bool.
 
-    Raises `ValueError` for anything malformed (safe on untrusted input) and, with ``shape``, for a
-    mask of another size (checked before anything is allocated).
+    Raises `ValueError` for anything malformed. The runs are checked and expanded here (pycocotools'
+    decoder is not safe on hostile strings). On untrusted input pass ``shape``: a mask of another size
+    is refused before anything is allocated (without it, ``size`` alone decides the allocation).
     """
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError("RLE must be a dict with 'size' and 'counts'")
@@ -110,18 +118,14 @@ def rle_to_mask(rle: dict[str, Any], shape: tuple[int, int] | None = None) -> np
             data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
         except UnicodeEncodeError:
             raise ValueError("RLE counts string is malformed") from None
-        runs = _compressed_counts(data)
-        if any(v < 0 for v in runs):
-            raise ValueError("RLE counts string is malformed")
+        runs = _compressed_counts(data, h * w)
     else:
         raise ValueError("RLE counts must be a string or a list of integers")
     if sum(runs) != h * w:
         raise ValueError(f"RLE runs cover {sum(runs)} pixels, the mask has {h * w}")
-    if isinstance(counts, list):
-        coded = mask_utils.frPyObjects({"size": [h, w], "counts": runs}, h, w)
-    else:
-        coded = {"size": [h, w], "counts": data}
-    return mask_utils.decode(coded).astype(bool)
+    # Runs alternate background / foreground, column-major (COCO's Fortran order).
+    values = (np.arange(len(runs)) % 2).astype(bool)
+    return np.repeat(values, runs).reshape(w, h).T.copy()
 
 
 @dataclass(frozen=True)

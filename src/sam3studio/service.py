@@ -216,7 +216,13 @@ class SegmentService:
         """The dynamic batcher, when ``vision_batch`` > 1 and the model is loaded."""
         if self._batch > 1 and self._batcher is None and self.segmenter is not None \
                 and hasattr(self.segmenter, "encode_images"):
-            self._batcher = VisionBatcher(self.segmenter, self._batch, self.settings.vision_batch_wait_ms / 1000)
+            with self._load_lock:
+                if self._batcher is None:
+                    # Room for every request that may run at once plus a batch, so no batch evicts
+                    # features that admitted requests have yet to use.
+                    self.segmenter.reserve_image_cache(self.settings.max_concurrent + self._batch)
+                    self._batcher = VisionBatcher(self.segmenter, self._batch,
+                                                  self.settings.vision_batch_wait_ms / 1000)
         return self._batcher
 
     # ------------------------------------------------------------------ lifecycle
@@ -293,7 +299,7 @@ class SegmentService:
         batcher = self.batcher
 
         def work() -> Segmentation:
-            if batcher is not None:
+            if batcher is not None and not segmenter.has_image(image):
                 batcher.encode(image)
             return segmenter.segment(image, queries, score_threshold=options.score_threshold,
                                      mask_threshold=options.mask_threshold, refine=refine, max_instances=limit,

@@ -360,12 +360,23 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
         return (str(overlay) if overlay.is_file() else None, {"headers": t(lang, "track_headers"), "data": rows},
                 downloads, status_text)
 
-    def rerun(image_path, prompt, *rest):
-        """Slider moves re-run post-processing only; before a first run there is nothing to update."""
-        mode, marks = rest[-2], rest[-1]
+    def rerun(image_path, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang, mode, marks,
+              base=None, target=None):
+        """Slider moves re-run post-processing only; before a first run there is nothing to update.
+
+        While an object is being refined by clicks, the sliders re-run that refinement (mask precision
+        applies to it) instead of replacing it with a fresh segmentation.
+        """
+        if image_path and mode == "click" and marks is not None and marks.points:
+            lang = i18n.normalize(lang)
+            rgb = decode(image_path, lang)
+            target = NEW_OBJECT if target is None else int(target)
+            shown, panel = refine_shown(rgb, marks, base, target, mask_threshold, threshold, lang)
+            return (*panel, gr.skip(), shown, gr.skip(), gr.skip(),
+                    canvas_image(rgb, marks, mode, shown, shown_index(base, shown, target)), gr.skip())
         if not image_path or not ((prompt or "").strip() or (mode == "box" and marks is not None and marks.boxes)):
             return tuple(gr.skip() for _ in outputs)
-        return run(image_path, prompt, *rest)
+        return run(image_path, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang, mode, marks)
 
     def on_undo(*args):
         return on_edit("undo", *args)
@@ -495,15 +506,15 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
         inputs = [image, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang_radio, mode, marks_state]
         panel = [result, table, prompts_md, downloads, status, details_state, details_md]
         outputs = [*panel, base_state, shown_state, marks_state, target, canvas, marks_md]
-        # All segment events of a page share one concurrency group, so a click and a slider release
-        # never race each other; a burst of slider moves keeps only the last.
+        # All segment events share one concurrency group (at most max_concurrent at once: with the default
+        # of 1, a click and a slider release never race each other); a burst of slider moves keeps only the last.
         group = {"concurrency_id": "segment", "concurrency_limit": settings.max_concurrent}
         run_btn.click(run, inputs, outputs, api_name="segment", **group)
         prompt.submit(run, inputs, outputs, api_name=False, **group)
         for slider in (threshold, mask_threshold, fill_holes, min_island, smooth):
             # Only post-processing re-runs: the image and prompt outputs come from the engine's caches.
-            slider.release(rerun, inputs, outputs, api_name=False, show_progress="minimal", trigger_mode="always_last",
-                           **group)
+            slider.release(rerun, [*inputs, base_state, target], outputs, api_name=False, show_progress="minimal",
+                           trigger_mode="always_last", **group)
         edit_inputs = [image, mode, target, marks_state, base_state, shown_state, mask_threshold, threshold, lang_radio]
         edit_outputs = [marks_state, canvas, marks_md, shown_state, *panel]
         canvas.select(on_canvas, [image, mode, polarity, target, marks_state, base_state, shown_state, mask_threshold,
