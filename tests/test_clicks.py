@@ -43,6 +43,20 @@ def _documented_masks(documented, image, **prompts):
     return masks[best].numpy(), float(out.iou_scores[0, 0, best]), out.pred_masks[:, :, best]
 
 
+def _spy_on_prompt_encoder(clicker, monkeypatch) -> dict:
+    """What the tracker's prompt encoder receives on the next refine (its keyword arguments)."""
+    seen: dict = {}
+    encoder = clicker._ensure_tracker().model.prompt_encoder
+    forward = encoder.forward
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(encoder, "forward", spy)
+    return seen
+
+
 def test_one_click_gives_the_documented_mask(clicker, documented, cat_photo):
     inst = clicker.refine(cat_photo, points=[[200, 150]], point_labels=[1])
     mask, iou, _ = _documented_masks(documented, cat_photo, input_points=[[[[200, 150]]]], input_labels=[[[1]]])
@@ -85,15 +99,8 @@ def test_a_mask_from_elsewhere_reaches_the_model_in_place_on_a_non_square_image(
     image = np.zeros((100, 400, 3), np.uint8)
     mask = np.zeros((100, 400), bool)
     mask[:, :100] = True
-    seen = {}
+    seen = _spy_on_prompt_encoder(clicker, monkeypatch)
     encoder = clicker._ensure_tracker().model.prompt_encoder
-    forward = encoder.forward
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(encoder, "forward", spy)
     clicker.refine(image, points=[[50, 50]], point_labels=[1], mask=mask)
     prior = seen["input_masks"][0, 0].numpy()
     h, w = encoder.mask_input_size
@@ -104,15 +111,7 @@ def test_a_mask_from_elsewhere_reaches_the_model_in_place_on_a_non_square_image(
 def test_points_and_box_reach_the_model_in_place_on_a_non_square_image(clicker, monkeypatch):
     """Clicks and a box on a 400x100 image arrive scaled by (S/W, S/H) with S the model's input size, labels intact."""
     image = np.zeros((100, 400, 3), np.uint8)
-    seen = {}
-    encoder = clicker._ensure_tracker().model.prompt_encoder
-    forward = encoder.forward
-
-    def spy(*args, **kwargs):
-        seen.update(kwargs)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(encoder, "forward", spy)
+    seen = _spy_on_prompt_encoder(clicker, monkeypatch)
     clicker.refine(image, points=[[100, 50], [400, 0]], point_labels=[1, 0], box=[40, 10, 120, 50])
     s = clicker._ensure_tracker().processor.target_size
     np.testing.assert_allclose(seen["input_points"][0, 0].numpy(), [[100 * s / 400, 50 * s / 100], [s, 0]], atol=1e-4)
@@ -161,18 +160,11 @@ def test_refinement_logits_are_kept_per_image(clicker, monkeypatch):
     """The same mask on another image enters as a plain mask prompt, not as the first image's logits."""
     first, second = np.zeros((64, 80, 3), np.uint8), np.full((64, 80, 3), 200, np.uint8)
     inst = clicker.refine(first, points=[[40, 30]], point_labels=[1])
-    encoder = clicker._ensure_tracker().model.prompt_encoder
-    seen = []
-    forward = encoder.forward
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["input_masks"])
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(encoder, "forward", spy)
+    seen = _spy_on_prompt_encoder(clicker, monkeypatch)
     clicker.refine(first, points=[[40, 30]], point_labels=[1], mask=inst.mask)
+    exact = seen["input_masks"]
     clicker.refine(second, points=[[40, 30]], point_labels=[1], mask=inst.mask)
-    exact, plain = seen
+    plain = seen["input_masks"]
     assert not np.isin(exact.numpy(), (-10.0, 10.0)).all()  # the logits that made the mask
     assert np.abs(plain.numpy()).max() <= 10.0 + 1e-5  # a resized binary mask as +-10 logits
 

@@ -408,49 +408,34 @@ def _key_checker(settings: Settings):
 
 
 # ---------------------------------------------------------------------------- app
-_SEGMENT_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/SegmentJSONRequest"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP, BMP, TIFF or GIF"},
-                        **{k: {"type": "string", "description": f"as `{k}` in the JSON body"}
-                           for k in sorted(_MULTIPART_FIELDS)},
-                    },
-                }
+def _image_request_openapi(json_model: str, fields: set[str]) -> dict[str, Any]:
+    """The request body of a route that reads an image request by hand: JSON model or multipart form."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{json_model}"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["image"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "image": {"type": "string", "format": "binary",
+                                      "description": "JPEG, PNG, WebP, BMP, TIFF or GIF"},
+                            **{k: {"type": "string", "description": f"as `{k}` in the JSON body"
+                                   + (" (JSON text)" if k in _MULTIPART_JSON_FIELDS else "")}
+                               for k in sorted(fields)},
+                        },
+                    }
+                },
             },
-        },
+        }
     }
-}
 
 
-_REFINE_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/RefineJSONRequest"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP, BMP, TIFF or GIF"},
-                        **{k: {"type": "string", "description": f"as `{k}` in the JSON body"
-                               + (" (JSON text)" if k in _MULTIPART_JSON_FIELDS else "")}
-                           for k in sorted(_REFINE_FIELDS)},
-                    },
-                }
-            },
-        },
-    }
-}
+_SEGMENT_OPENAPI = _image_request_openapi("SegmentJSONRequest", _MULTIPART_FIELDS)
+_REFINE_OPENAPI = _image_request_openapi("RefineJSONRequest", _REFINE_FIELDS)
 
 
 _VIDEO_FIELDS = {"prompt", "prompts", "threshold", "stride", "start", "end", "max_frames"}
