@@ -86,11 +86,24 @@ def test_a_full_batch_leaves_the_rest_for_the_next(segmenter, images):
 def test_an_error_reaches_every_request_of_its_batch(images):
     class Broken:
         def encode_images(self, batch):
-            raise MemoryError("simulated")
+            raise RuntimeError("simulated")
 
     batcher = VisionBatcher(Broken(), max_batch=3, max_wait_s=5.0)
     _, errors = _run_threads(3, lambda i: batcher.encode(images[i]))
-    assert len(errors) == 3 and all(isinstance(e, MemoryError) for e in errors)
+    assert len(errors) == 3 and all(isinstance(e, RuntimeError) for e in errors)
+
+
+def test_a_batch_out_of_memory_falls_back_to_one_by_one(segmenter, images, tiny_checkpoint, monkeypatch):
+    """The batch is too big together: each request encodes its own image and succeeds."""
+    def too_big(batch):
+        raise MemoryError("simulated: the batch does not fit")
+
+    monkeypatch.setattr(segmenter, "encode_images", too_big)
+    settings = Settings(model=str(tiny_checkpoint), max_concurrent=3, vision_batch=3, vision_batch_wait_ms=1000)
+    service = SegmentService(settings, segmenter=segmenter)
+    results, errors = _run_threads(3, lambda i: service.segment(images[i], "cat"))
+    assert not errors and all(r is not None for r in results)
+    assert list(service.batcher.batch_sizes) == [3] and segmenter.stats.vision_encoder_calls == 3
 
 
 def test_the_service_batches_concurrent_requests(segmenter, images, tiny_checkpoint):

@@ -131,7 +131,8 @@ class VisionBatcher:
     The first request to arrive leads: it waits up to ``max_wait_s`` for others (less when ``max_batch``
     images are pending), encodes them all with `Segmenter.encode_images`, and wakes the others, which
     then find their image in the engine's cache. One batch is encoded at a time; a request left out
-    of a full batch joins the next one. An error (out of memory, say) reaches every request of its batch.
+    of a full batch joins the next one. If a batch runs out of memory, its requests encode their images
+    one by one instead; any other error reaches every request of the batch.
     """
 
     def __init__(self, segmenter: Any, max_batch: int, max_wait_s: float) -> None:
@@ -164,10 +165,18 @@ class VisionBatcher:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: len(batch)]
             error: BaseException | None = None
+            out_of_memory = False
             try:
                 self.segmenter.encode_images([s.rgb for s in batch])
+            except _oom_errors() as exc:
+                # Too big together: each request encodes its own image instead (one that still runs
+                # out of memory alone fails with `OutOfMemory`).
+                log.warning("out of memory encoding a batch of %d images; encoding them one by one: %s", len(batch), exc)
+                out_of_memory = True
             except BaseException as exc:  # handed to every request of the batch, which raises it
                 error = exc
+            if out_of_memory:  # outside the `except`: the failed pass's frames and tensors are gone now
+                _free_memory(self.segmenter)
             with self._cond:
                 for s in batch:
                     s.done, s.error = True, error
