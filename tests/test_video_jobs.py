@@ -255,3 +255,31 @@ def test_a_stream_that_breaks_mid_decode_fails_its_job_and_the_server_goes_on(tm
         assert client.get("/api/v1/health").status_code == 200
         broken["on"] = False
         assert _wait(client, _submit(client, videos["short"]).json()["id"])["state"] == "done"
+
+
+def test_video_jobs_share_the_image_models_detector(tmp_path, tiny_video_checkpoint, video_segmenter, videos):
+    """One checkpoint for images and videos: the video model uses the image segmenter's Sam3Model as its
+    detector (one copy in memory) and tracks exactly as a video model with its own detector does."""
+    settings = _settings(tmp_path, "", model=str(tiny_video_checkpoint))  # no separate video model
+    app = create_app(settings)
+    with TestClient(app) as client:
+        end = time.monotonic() + 120
+        while client.get("/api/v1/ready").status_code != 200:
+            assert time.monotonic() < end, "image model not ready"
+            time.sleep(0.2)
+        job_id = _submit(client, videos["short"]).json()["id"]
+        assert _wait(client, job_id)["state"] == "done"
+        frames = client.get(f"/api/v1/videos/{job_id}/result").json()["frames"]
+    image_model = app.state.service.segmenter.model
+    video_model = app.state.jobs.segmenter.model
+    assert video_model.detector_model is image_model
+    own = sum(p.numel() for p in video_model.parameters()) - sum(p.numel() for p in image_model.parameters())
+    assert own == sum(p.numel() for p in video_segmenter.model.parameters()) - sum(
+        p.numel() for p in video_segmenter.model.detector_model.parameters())  # nothing but the tracker parts
+
+    expected = list(video_segmenter.track(videos["short"], "red box", score_threshold=0.1))
+    assert [len(f["instances"]) for f in frames] == [len(f.instances) for f in expected]
+    for got, want in zip(frames, expected, strict=True):
+        for inst, ref in zip(got["instances"], want.instances, strict=True):
+            assert inst["track_id"] == ref.track_id and inst["score"] == pytest.approx(ref.score, abs=1e-5)
+            np.testing.assert_array_equal(rle_to_mask(inst["mask"]), ref.mask)

@@ -491,7 +491,7 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
     """
     settings = settings or Settings()
     service = service or SegmentService(settings, segmenter=segmenter)
-    jobs = jobs or JobRunner(settings)
+    jobs = jobs or JobRunner(settings, detector=service.shared_detector)
     protected = [Depends(_key_checker(settings))] if settings.api_key is not None else []
     auth_responses: dict[int | str, dict[str, Any]] = (
         {401: {"model": ErrorResponse, "description": "missing or wrong API key"}} if protected else {})

@@ -131,12 +131,15 @@ class JobRunner:
     """Accepts video jobs, runs them one at a time on its own worker thread, and answers their state.
 
     ``segmenter`` may be a loaded `VideoSegmenter`; otherwise ``settings.video_model`` (or
-    ``settings.model``) is loaded on the first job. See the module docstring for why video jobs do not
+    ``settings.model``) is loaded on the first job, sharing the detector that ``detector()`` returns
+    (the image segmenter's, when it comes from the same checkpoint). See the module docstring for why video jobs do not
     share the image requests' admission gate.
     """
 
-    def __init__(self, settings: Settings, segmenter: Any | None = None, store: JobStore | None = None) -> None:
+    def __init__(self, settings: Settings, segmenter: Any | None = None, store: JobStore | None = None,
+                 detector: Callable[[], Any] | None = None) -> None:
         self.settings = settings
+        self._detector = detector  # gives the image segmenter's Sam3Model to share, or None
         self.data_dir = Path(settings.data_dir).expanduser()
         self.jobs_dir = self.data_dir / "jobs"
         self._store = store
@@ -328,9 +331,11 @@ class JobRunner:
 
             s = self.settings
             source = s.video_model or s.model
-            log.info("Loading the SAM 3 video model from %s …", source)
+            detector = self._detector() if self._detector is not None else None
+            log.info("Loading the SAM 3 video model from %s%s …", source,
+                     " (sharing the image model's detector)" if detector is not None else "")
             self.segmenter = load_video_segmenter(source, device=s.device, dtype=s.dtype, translator=s.translator,
-                                                  max_prompts=s.max_prompts)
+                                                  max_prompts=s.max_prompts, detector=detector)
         return self.segmenter
 
     def _work(self) -> None:

@@ -273,6 +273,13 @@ class SegmentService:
             raise NotReady(f"the model could not be loaded: {self.load_error}")
         raise NotReady("the model is still loading; try again in a moment")
 
+    def shared_detector(self) -> Any | None:
+        """The image model, for the video model to use as its detector: only a `Sam3Model` from the same checkpoint."""
+        seg, s = self.segmenter, self.settings
+        if seg is None or (s.video_model and s.video_model != s.model) or getattr(seg, "architecture", "") != "Sam3Model":
+            return None
+        return seg.model
+
     def info(self) -> dict[str, Any]:
         model = self.segmenter.info() if self.segmenter is not None else {"source": self.settings.model}
         return {"ready": self.ready, "loading": self.loading, "error": self.load_error, "model": model}

@@ -305,7 +305,7 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
     def runner() -> JobRunner:
         with runner_lock:
             if not runner_box:
-                runner_box.append(JobRunner(settings))
+                runner_box.append(JobRunner(settings, detector=service.shared_detector))
             if not runner_box[0].running:
                 runner_box[0].start()
             return runner_box[0]

@@ -63,21 +63,51 @@ class LoadedVideoModel:
     dtype: Any
 
 
-def _build_random_video(device, dtype) -> LoadedVideoModel:
+def _video_classes():
+    from transformers import Sam3VideoModel
+
+    class Sam3VideoModelWithoutDetector(Sam3VideoModel):
+        """`Sam3VideoModel` whose detector is supplied afterwards (the image segmenter's `Sam3Model`).
+
+        The checkpoint's ``detector_model.*`` keys are ignored, so those weights are never read.
+        """
+
+        _keys_to_ignore_on_load_unexpected = [r"^detector_model\."]
+
+        def __init__(self, config):
+            super().__init__(config)
+            del self.detector_model
+
+    # Counted as a transformers class, so it loads with Sam3VideoModel's own key handling (see interactive.py).
+    Sam3VideoModelWithoutDetector.__module__ = Sam3VideoModel.__module__
+    return Sam3VideoModel, Sam3VideoModelWithoutDetector
+
+
+def _build_random_video(device, dtype, detector: Any = None) -> LoadedVideoModel:
     import torch
-    from transformers import Sam3VideoConfig, Sam3VideoModel
+    from transformers import Sam3VideoConfig
 
     from sam3studio.testing import build_tokenizer, video_processor
 
     warnings.warn("model source 'random': full-size SAM 3 video model with UNTRAINED weights; masks are meaningless",
                   stacklevel=3)
+    full_cls, shared_cls = _video_classes()
     with torch.device(device):
-        model = Sam3VideoModel(Sam3VideoConfig())
+        model = (shared_cls if detector is not None else full_cls)(Sam3VideoConfig())
+    if detector is not None:
+        model.detector_model = detector
     return LoadedVideoModel(model.to(dtype=dtype).eval(), video_processor(build_tokenizer()), "random", device, dtype)
 
 
-def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype: str = "auto") -> LoadedVideoModel:
-    """Load `Sam3VideoModel` + `Sam3VideoProcessor` from a hub id, a local folder, ``modelscope:<id>`` or ``random``."""
+def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype: str = "auto",
+                     detector: Any = None) -> LoadedVideoModel:
+    """Load `Sam3VideoModel` + `Sam3VideoProcessor` from a hub id, a local folder, ``modelscope:<id>`` or ``random``.
+
+    ``detector``: a `Sam3Model` already loaded from the same checkpoint on the same device and dtype
+    (the image segmenter's). The video model then uses it instead of loading a second copy of the
+    detector (about 840 M parameters at full size).
+    """
+    from sam3studio.errors import ModelSourceError
     from sam3studio.model import RANDOM_SOURCE, load_error, resolve_checkpoint, resolve_device, resolve_dtype
 
     dev = resolve_device(device)
@@ -85,28 +115,40 @@ def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype:
     source = (source or "facebook/sam3").strip()
     _use_bounded_mask_iou()
     if source == RANDOM_SOURCE:
-        return _build_random_video(dev, dt)
+        return _build_random_video(dev, dt, detector)
     load_from, local = resolve_checkpoint(source)
-    from transformers import Sam3VideoModel, Sam3VideoProcessor
+    from transformers import Sam3VideoProcessor
 
+    full_cls, shared_cls = _video_classes()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*bos_token_id.*|.*eos_token_id.*|.*pad_token_id.*")
-            model = Sam3VideoModel.from_pretrained(load_from, dtype=dt)
+            model, info = (shared_cls if detector is not None else full_cls).from_pretrained(
+                load_from, dtype=dt, output_loading_info=True)
         processor = Sam3VideoProcessor.from_pretrained(load_from)
     except Exception as exc:
         raise load_error(exc, source, local, what="a SAM 3 video model") from exc
+    if detector is not None and info.get("missing_keys"):  # the shared-detector load must leave nothing out
+        missing = sorted(info["missing_keys"])
+        raise ModelSourceError(f"the SAM 3 video model in '{source}' is incomplete: {len(missing)} weights are missing "
+                               f"(first: {missing[0]})")
+    if detector is not None:
+        model.detector_model = detector
     return LoadedVideoModel(model.to(device=dev, dtype=dt).eval(), processor, source, dev, dt)
 
 
 def load_video_segmenter(source: str = "facebook/sam3", device: str = "auto", dtype: str = "auto",
-                         translator: Any = "lexicon", **options: Any) -> VideoSegmenter:
-    """Load SAM 3's video model from ``source`` and wrap it in a `VideoSegmenter`."""
+                         translator: Any = "lexicon", detector: Any = None, **options: Any) -> VideoSegmenter:
+    """Load SAM 3's video model from ``source`` and wrap it in a `VideoSegmenter`.
+
+    ``detector``: share an already loaded `Sam3Model` of the same checkpoint (see `load_video_model`).
+    """
     from sam3studio.translate import get_translator
 
     if translator is None or isinstance(translator, str):
         translator = get_translator(translator)
-    return VideoSegmenter(load_video_model(source, device=device, dtype=dtype), translator=translator, **options)
+    loaded = load_video_model(source, device=device, dtype=dtype, detector=detector)
+    return VideoSegmenter(loaded, translator=translator, **options)
 
 
 class VideoSegmenter:
