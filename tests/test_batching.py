@@ -130,3 +130,17 @@ def test_a_batch_larger_than_the_image_cache_grows_it_and_encodes_once(tiny_chec
     calls = seg.stats.vision_encoder_calls
     service.segment(eight[0], "dog")  # cached: the batcher is skipped, and no encoder call runs
     assert seg.stats.vision_encoder_calls == calls
+
+
+def test_a_lone_request_out_of_memory_is_not_retried(images):
+    class TooBig:
+        calls = 0
+
+        def encode_images(self, batch):
+            TooBig.calls += 1
+            raise MemoryError("simulated")
+
+    batcher = VisionBatcher(TooBig(), max_batch=4, max_wait_s=0.0)
+    with pytest.raises(MemoryError):
+        batcher.encode(images[0])
+    assert TooBig.calls == 1

@@ -253,11 +253,48 @@ def test_rle_round_trip_through_the_checked_decoder(mask):
         rle_to_mask(rle, shape=(mask.shape[0] + 1, mask.shape[1]))
 
 
-@pytest.mark.parametrize("counts", ["0TTT40lkkkooO", "0" * 7 + "1", "1" * 5000, "PP", "0ol?ol?"])
-def test_crafted_rle_strings_are_refused_without_reaching_pycocotools(counts):
-    """Strings whose long runs pycocotools' C parser reads differently (32-bit overflow), or that run past
-    the mask: refused by the checked reader (pycocotools would overrun its buffer on the first one)."""
+@pytest.mark.parametrize("counts", ["0" * 7 + "1", "1" * 5000, "PP", "0ol?ol?", "0" * 7 + "~"])
+def test_malformed_rle_strings_are_refused(counts):
     from sam3studio.results import rle_to_mask
 
     with pytest.raises(ValueError, match="RLE"):
         rle_to_mask({"size": [300, 451], "counts": counts}, shape=(300, 451))
+
+
+def test_a_string_pycocotools_misreads_is_decoded_by_the_format():
+    """pycocotools' 32-bit parser reads this as runs covering twice the mask (and would overrun its buffer);
+    by the format it is runs [0, 135300, 0, 0]: the whole 451x300 mask."""
+    from sam3studio.results import rle_to_mask
+
+    assert rle_to_mask({"size": [300, 451], "counts": "0TTT40lkkkooO"}, shape=(300, 451)).all()
+
+
+def _reference_counts(data: bytes) -> list[int] | None:
+    """pycocotools' rleFrString written plainly, with Python's unbounded ints (None: malformed)."""
+    counts: list[int] = []
+    p = 0
+    while p < len(data):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(data) or not 0 <= data[p] - 48 < 64 or k >= 7:
+                return None
+            c = data[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more, p, k = bool(c & 0x20), p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        counts.append(x + counts[-2] if len(counts) > 2 else x)
+    return None if any(v < 0 for v in counts) else counts
+
+
+@_SETTINGS
+@given(data=st.binary(max_size=30) | st.lists(st.integers(44, 114), max_size=30).map(bytes))
+def test_vectorised_rle_reader_matches_the_plain_one(data):
+    from sam3studio.results import _compressed_counts
+
+    try:
+        got = [int(v) for v in _compressed_counts(data, 10**15)]
+    except ValueError:
+        got = None
+    assert got == _reference_counts(data)

@@ -55,40 +55,38 @@ def masks_to_rles(masks: np.ndarray) -> list[dict[str, Any]]:
     return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
-def _compressed_counts(data: bytes, total: int) -> list[int]:
+def _compressed_counts(data: bytes, total: int) -> np.ndarray:
     """Run lengths of a compressed COCO RLE string (the format of pycocotools' ``rleToString``).
 
     Read here, never by pycocotools: its C parser has no bounds checks and computes long runs with
     32-bit overflows, so a crafted string both passes a Python check and overruns pycocotools'
-    buffers. Stops as soon as the runs are malformed or pass ``total`` pixels, so a long hostile
-    string costs at most ``total`` steps.
+    buffers. Vectorised (numpy), so a long hostile string costs milliseconds, not a Python loop.
+    Each value is 1 to 7 characters of 5 bits (bit 0x20: more follow; bit 0x10 of the last: negative);
+    from the fourth value on, values are deltas to the value two places back.
     """
-    counts: list[int] = []
-    covered = 0
-    p, n = 0, len(data)
-    while p < n:
-        x = k = 0
-        more = True
-        while more:
-            if p >= n:
-                raise ValueError("RLE counts string is truncated")
-            c = data[p] - 48
-            if not 0 <= c < 64 or k >= 7:  # 7 x 5 bits holds any run of a 2^31-pixel mask
-                raise ValueError("RLE counts string is malformed")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        if x < 0 or (x == 0 and counts):  # only the first run (leading background) may be empty
-            raise ValueError("RLE counts string is malformed")
-        covered += x
-        if covered > total:
-            raise ValueError(f"RLE runs cover more than the mask's {total} pixels")
-        counts.append(x)
+    if not data:
+        return np.zeros(0, np.int64)
+    c = np.frombuffer(data, np.uint8).astype(np.int64) - 48
+    if ((c < 0) | (c >= 64)).any():
+        raise ValueError("RLE counts string is malformed")
+    ends = (c & 0x20) == 0  # the last character of each value
+    if not ends[-1]:
+        raise ValueError("RLE counts string is truncated")
+    starts = np.flatnonzero(np.concatenate(([True], ends[:-1])))
+    lengths = np.diff(np.append(starts, c.size))
+    if lengths.max() > 7:  # 7 x 5 bits holds any run of a 2^31-pixel mask
+        raise ValueError("RLE counts string is malformed")
+    k = np.arange(c.size) - np.repeat(starts, lengths)  # position of each character in its value
+    values = np.add.reduceat((c & 0x1F) << (5 * k), starts)
+    negative = (c[ends] & 0x10) != 0
+    values[negative] |= np.left_shift(np.int64(-1), 5 * lengths[negative])
+    counts = values.copy()
+    if len(values) > 3:  # undo the deltas: value i (i > 2) is relative to run i - 2
+        counts[3::2] = values[1] + np.cumsum(values[3::2])
+    if len(values) > 4:
+        counts[4::2] = values[2] + np.cumsum(values[4::2])
+    if (counts < 0).any() or counts.sum() > total:
+        raise ValueError("RLE counts string is malformed or runs past the mask")
     return counts
 
 
@@ -112,7 +110,9 @@ def rle_to_mask(rle: dict[str, Any], shape: tuple[int, int] | None = None) -> np
     if isinstance(counts, list):
         if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in counts):
             raise ValueError("RLE counts must be non-negative integers")
-        runs = [int(v) for v in counts]
+        if sum(int(v) for v in counts) != h * w:  # Python ints: no overflow before the check
+            raise ValueError(f"RLE runs cover {sum(int(v) for v in counts)} pixels, the mask has {h * w}")
+        runs = np.asarray(counts, dtype=np.int64)
     elif isinstance(counts, (str, bytes)):
         try:
             data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
@@ -121,8 +121,8 @@ def rle_to_mask(rle: dict[str, Any], shape: tuple[int, int] | None = None) -> np
         runs = _compressed_counts(data, h * w)
     else:
         raise ValueError("RLE counts must be a string or a list of integers")
-    if sum(runs) != h * w:
-        raise ValueError(f"RLE runs cover {sum(runs)} pixels, the mask has {h * w}")
+    if int(runs.sum()) != h * w:
+        raise ValueError(f"RLE runs cover {int(runs.sum())} pixels, the mask has {h * w}")
     # Runs alternate background / foreground, column-major (COCO's Fortran order).
     values = (np.arange(len(runs)) % 2).astype(bool)
     return np.repeat(values, runs).reshape(w, h).T.copy()

@@ -55,10 +55,15 @@ class Cancelled(Sam3StudioError):
 
 def _free_memory(segmenter: Any) -> None:
     """After an out-of-memory error: drop the engine's caches and give freed blocks back."""
-    import gc
-
     if hasattr(segmenter, "clear_cache"):
         segmenter.clear_cache()
+    _release_memory()
+
+
+def _release_memory() -> None:
+    """Collect garbage and give the CUDA allocator's free blocks back."""
+    import gc
+
     gc.collect()
     try:
         import torch
@@ -169,14 +174,16 @@ class VisionBatcher:
             try:
                 self.segmenter.encode_images([s.rgb for s in batch])
             except _oom_errors() as exc:
-                # Too big together: each request encodes its own image instead (one that still runs
-                # out of memory alone fails with `OutOfMemory`).
-                log.warning("out of memory encoding a batch of %d images; encoding them one by one: %s", len(batch), exc)
-                out_of_memory = True
+                if len(batch) == 1:  # alone already: trying again alone would fail the same way
+                    error = exc
+                else:  # too big together: each request encodes its own image instead
+                    log.warning("out of memory encoding a batch of %d images; encoding them one by one: %s",
+                                len(batch), exc)
+                    out_of_memory = True
             except BaseException as exc:  # handed to every request of the batch, which raises it
                 error = exc
             if out_of_memory:  # outside the `except`: the failed pass's frames and tensors are gone now
-                _free_memory(self.segmenter)
+                _release_memory()  # the caches stay: waiting requests may still need their features
             with self._cond:
                 for s in batch:
                     s.done, s.error = True, error
@@ -213,6 +220,8 @@ class SegmentService:
         self.loading = False
         self.gate = AdmissionGate(settings.max_concurrent, settings.max_queue, settings.queue_timeout_s)
         self._load_lock = threading.Lock()
+        self._load_started = False
+        self._load_done = threading.Event()  # set when a background load ended, loaded or failed
         self._batcher: VisionBatcher | None = None
         batch = min(settings.vision_batch, settings.max_concurrent)
         if settings.vision_batch > settings.max_concurrent:
@@ -256,8 +265,10 @@ class SegmentService:
                 log.error("Model failed to load: %s", exc)
             finally:
                 self.loading = False
+                self._load_done.set()
 
     def load_in_background(self) -> threading.Thread:
+        self._load_started = True
         thread = threading.Thread(target=self.load, name="sam3studio-model-load", daemon=True)
         thread.start()
         return thread
@@ -273,12 +284,28 @@ class SegmentService:
             raise NotReady(f"the model could not be loaded: {self.load_error}")
         raise NotReady("the model is still loading; try again in a moment")
 
-    def shared_detector(self) -> Any | None:
-        """The image model, for the video model to use as its detector: only a `Sam3Model` from the same checkpoint."""
-        seg, s = self.segmenter, self.settings
-        if seg is None or (s.video_model and s.video_model != s.model) or getattr(seg, "architecture", "") != "Sam3Model":
+    def shared_detector(self, wait_s: float = 600.0) -> Any | None:
+        """The image model, for the video model to use as its detector, or None to let it load its own.
+
+        Only a `Sam3Model` (eager, not compiled) loaded from the video model's checkpoint on the device
+        and in the dtype the settings resolve to. While the image model is still loading, waits for it
+        (up to ``wait_s``), so a video job at start-up does not load a second detector.
+        """
+        from sam3studio.model import resolve_device, resolve_dtype
+
+        if self.segmenter is None and self._load_started and not self._load_done.wait(wait_s):
             return None
-        return seg.model
+        seg, s = self.segmenter, self.settings
+        if seg is None or getattr(seg, "architecture", "") != "Sam3Model" or getattr(seg, "compiled", False):
+            return None
+        if getattr(seg, "source", None) != (s.video_model or s.model):
+            return None
+        try:
+            device = resolve_device(s.device)
+            same_place = str(seg.device) == str(device) and seg.dtype == resolve_dtype(s.dtype, device)
+        except Sam3StudioError:
+            return None
+        return seg.model if same_place else None
 
     def info(self) -> dict[str, Any]:
         model = self.segmenter.info() if self.segmenter is not None else {"source": self.settings.model}

@@ -94,9 +94,10 @@ def _build_random_video(device, dtype, detector: Any = None) -> LoadedVideoModel
     full_cls, shared_cls = _video_classes()
     with torch.device(device):
         model = (shared_cls if detector is not None else full_cls)(Sam3VideoConfig())
+    model = model.to(dtype=dtype).eval()
     if detector is not None:
         model.detector_model = detector
-    return LoadedVideoModel(model.to(dtype=dtype).eval(), video_processor(build_tokenizer()), "random", device, dtype)
+    return LoadedVideoModel(model, video_processor(build_tokenizer()), "random", device, dtype)
 
 
 def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype: str = "auto",
@@ -114,6 +115,11 @@ def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype:
     dt = resolve_dtype(dtype, dev)
     source = (source or "facebook/sam3").strip()
     _use_bounded_mask_iou()
+    if detector is not None:
+        param = next(detector.parameters())
+        if param.device.type != dev.type or param.dtype != dt:
+            raise ModelSourceError(f"the detector to share is on {param.device} in {param.dtype}; the video model "
+                                   f"needs {dev} in {dt}")
     if source == RANDOM_SOURCE:
         return _build_random_video(dev, dt, detector)
     load_from, local = resolve_checkpoint(source)
@@ -132,9 +138,10 @@ def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype:
         missing = sorted(info["missing_keys"])
         raise ModelSourceError(f"the SAM 3 video model in '{source}' is incomplete: {len(missing)} weights are missing "
                                f"(first: {missing[0]})")
-    if detector is not None:
+    model = model.to(device=dev, dtype=dt).eval()
+    if detector is not None:  # attached after the move: the image model is used as it is, never cast or moved
         model.detector_model = detector
-    return LoadedVideoModel(model.to(device=dev, dtype=dt).eval(), processor, source, dev, dt)
+    return LoadedVideoModel(model, processor, source, dev, dt)
 
 
 def load_video_segmenter(source: str = "facebook/sam3", device: str = "auto", dtype: str = "auto",
