@@ -14,12 +14,7 @@ from PIL import Image
 from sam3studio.api import create_app
 from sam3studio.results import rle_to_mask
 from sam3studio.settings import Settings
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
+from test_api import _error, _png
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +39,6 @@ def cat_png(cat_photo):
 def _refine(client, png, **fields):
     data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
     return client.post("/api/v1/refine", files={"image": ("cat.png", png, "image/png")}, data=data)
-
-
-def _error(resp, status, code):
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
-    return body["error"]["message"]
 
 
 def test_multipart_clicks_give_the_library_result(client, clicker, cat_png, cat_photo):
