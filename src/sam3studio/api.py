@@ -95,17 +95,21 @@ class SegmentParams(PromptParams):
                               max_instances=self.max_instances, boxes=self.boxes, box_labels=self.box_labels)
 
 
-class SegmentJSONRequest(SegmentParams):
-    """JSON body: the image as `image_url` or `image_base64`."""
+class JSONImage(BaseModel):
+    """The image of a JSON body: `image_url` or `image_base64`, exactly one."""
 
     image_url: str | None = Field(None, description="http(s) URL of the image; private addresses are refused")
     image_base64: str | None = Field(None, description="The image file, base64-encoded (data: URLs accepted)")
 
     @model_validator(mode="after")
-    def _one_image_field(self) -> SegmentJSONRequest:
+    def _one_image_field(self) -> JSONImage:
         if (self.image_url is None) == (self.image_base64 is None):
             raise ValueError("give exactly one of `image_url` or `image_base64`")
         return self
+
+
+class SegmentJSONRequest(SegmentParams, JSONImage):
+    """JSON body: the image as `image_url` or `image_base64`."""
 
 
 class RefineParams(BaseModel):
@@ -124,17 +128,8 @@ class RefineParams(BaseModel):
     label: str = Field("object", max_length=200, description="The `prompt` the returned instance carries")
 
 
-class RefineJSONRequest(RefineParams):
+class RefineJSONRequest(RefineParams, JSONImage):
     """JSON body: the image as `image_url` or `image_base64`."""
-
-    image_url: str | None = Field(None, description="http(s) URL of the image; private addresses are refused")
-    image_base64: str | None = Field(None, description="The image file, base64-encoded (data: URLs accepted)")
-
-    @model_validator(mode="after")
-    def _one_image_field(self) -> RefineJSONRequest:
-        if (self.image_url is None) == (self.image_base64 is None):
-            raise ValueError("give exactly one of `image_url` or `image_base64`")
-        return self
 
 
 class VideoJobParams(PromptParams):
@@ -309,14 +304,16 @@ def _mask_payload(mask: np.ndarray, fmt: MaskFormat) -> Any:
 def segmentation_response(seg: Segmentation, fmt: MaskFormat, model: dict[str, Any]) -> dict[str, Any]:
     """The response body: `Segmentation.to_dict()` with masks in the asked format, plus model info."""
     data = seg.to_dict(include_masks=fmt == "rle")
-    if fmt not in ("rle", "none"):
-        for inst, mask in zip(data["instances"], seg.masks, strict=True):
-            inst["mask"] = _mask_payload(mask, fmt)
-    elif fmt == "none":
-        for inst in data["instances"]:
-            inst["mask"] = None
+    for inst, mask in zip(data["instances"], seg.masks, strict=True):
+        _set_mask(inst, mask, fmt)
     data["model"] = model
     return data
+
+
+def _set_mask(body: dict[str, Any], mask: np.ndarray, fmt: MaskFormat) -> None:
+    """Give an instance body (from ``to_dict``, with its RLE when ``fmt`` is rle) its mask in the asked format."""
+    if fmt != "rle":
+        body["mask"] = _mask_payload(mask, fmt)
 
 
 _MULTIPART_FIELDS = {"prompt", "prompts", "threshold", "mask_threshold", "fill_holes", "min_island", "smooth",
@@ -691,10 +688,7 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
             watcher.cancel()
         inst = dataclasses.replace(inst, prompt=params.label)
         body = inst.to_dict(include_mask=params.mask_format == "rle")
-        if params.mask_format not in ("rle", "none"):
-            body["mask"] = _mask_payload(inst.mask, params.mask_format)
-        elif params.mask_format == "none":
-            body["mask"] = None
+        _set_mask(body, inst.mask, params.mask_format)
         return JSONResponse({"width": int(image.shape[1]), "height": int(image.shape[0]), "instance": body,
                              "model": service.info()["model"]})
 
