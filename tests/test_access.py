@@ -14,7 +14,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from sam3studio.api import create_app
-from sam3studio.cli import access_warnings
+from sam3studio.cli.serve import access_warnings
 from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
 

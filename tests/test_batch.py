@@ -14,22 +14,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sam3studio.batch import BatchInputError, list_inputs, plan_shards
-from sam3studio.batch.cli import batch_command
+from sam3studio.cli import app
 from sam3studio.results import rle_to_mask
 
 THRESHOLD = "0.2"  # the tiny random model scores ~0.17-0.30: this keeps several instances per image
 
 
 def _app() -> typer.Typer:
-    """The real CLI once `batch` is registered there; until then a local app with the same command."""
-    from sam3studio.cli import app
-
-    if any(c.name == "batch" for c in app.registered_commands):
-        return app
-    local = typer.Typer()
-    local.command("batch")(batch_command)
-    local.command("noop")(lambda: None)  # a second command keeps "batch" a sub-command, as in the real app
-    return local
+    """The real CLI (``batch`` is one of its commands)."""
+    return app
 
 
 def _run(*args: str | Path):

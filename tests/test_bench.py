@@ -15,26 +15,15 @@ import typer
 from typer.testing import CliRunner
 
 from sam3studio.bench import BASELINE_EXTRAPOLATED, BASELINE_MEASURED, SECTIONS, baseline_segment, fp32_eager_copy
-from sam3studio.bench.cli import bench_command
+from sam3studio.cli import app
 
 runner = CliRunner()
 LOW = 0.05  # the tiny random model scores around 0.1-0.3
 
 
 def _app() -> typer.Typer:
-    """The real CLI when `bench` is registered there, else a local app with only this command."""
-    from sam3studio.cli import app
-
-    if any(c.name == "bench" for c in app.registered_commands):
-        return app
-    local = typer.Typer()
-
-    @local.callback()
-    def _root() -> None:  # a group, so the command is invoked as `bench` as in the real CLI
-        pass
-
-    local.command("bench")(bench_command)
-    return local
+    """The real CLI (``bench`` is one of its commands)."""
+    return app
 
 
 def _bench(*args: str):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from sam3studio import Segmentation, load_segmenter
+from sam3studio.cleanup import CleanupOptions
 from sam3studio.core import Segmenter
 from sam3studio.errors import InputError
-from sam3studio.refine import RefineOptions
 
 PROMPTS = ["cat", "red car", "person", "wooden table", "leftmost dog"]
 LOW = 0.05  # the tiny random model scores around 0.1-0.3
@@ -199,11 +199,11 @@ def test_max_instances_keeps_the_highest_scores(segmenter, cat_photo):
     assert sum(p.count for p in capped.prompts) == 4
 
 
-def test_refinement_option_is_applied(segmenter, cat_photo):
+def test_cleanup_option_is_applied(segmenter, cat_photo):
     plain = segmenter.segment(cat_photo, "cat", score_threshold=LOW)
-    noop = segmenter.segment(cat_photo, "cat", score_threshold=LOW, refine=RefineOptions())
+    noop = segmenter.segment(cat_photo, "cat", score_threshold=LOW, cleanup=CleanupOptions())
     np.testing.assert_array_equal(plain.masks, noop.masks)
-    smoothed = segmenter.segment(cat_photo, "cat", score_threshold=LOW, refine=RefineOptions(smooth=3))
+    smoothed = segmenter.segment(cat_photo, "cat", score_threshold=LOW, cleanup=CleanupOptions(smooth=3))
     assert smoothed.masks.shape == plain.masks.shape
 
 

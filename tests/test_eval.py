@@ -451,7 +451,7 @@ def test_importing_the_evaluation_package_loads_neither_torch_nor_matplotlib():
     import subprocess
     import sys
 
-    code = ("import sys, sam3studio.evaluation, sam3studio.evaluation.cli; "
+    code = ("import sys, sam3studio.evaluation, sam3studio.cli.eval; "
             "bad = [m for m in ('torch', 'matplotlib', 'transformers') if m in sys.modules]; "
             "assert not bad, bad; import sam3studio.cli")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -18,29 +18,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-pytest.importorskip("transformers")
-try:  # the video package and its test checkpoint land separately; skip only while they do not import
-    from sam3studio.testing import make_tiny_video_checkpoint
-    from sam3studio.video import load_video_segmenter  # noqa: F401
-except ImportError as exc:  # pragma: no cover - only before sam3studio.video exists
-    pytest.skip(f"sam3studio.video is not importable yet: {exc}", allow_module_level=True)
-
+from sam3studio.cli import app
+from sam3studio.testing import make_tiny_video_checkpoint
 from sam3studio.video import sinks
-from sam3studio.video.cli import track_command
 
 FRAMES, FPS, W, H = 8, 12, 160, 120
 
 
 def _app() -> typer.Typer:
-    """The real CLI when ``track`` is registered there, else a local app with the same command name."""
-    from sam3studio.cli import app
-
-    if any(cmd.name == "track" for cmd in app.registered_commands):
-        return app
-    local = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    local.command("track")(track_command)
-    local.callback()(lambda: None)  # keep "track" a sub-command, as in the real CLI
-    return local
+    """The real CLI (``track`` is one of its commands)."""
+    return app
 
 
 APP = _app()
@@ -229,7 +216,7 @@ def test_interrupt_or_failure_mid_run(checkpoint, video, tmp_path, monkeypatch, 
 
 @pytest.mark.skipif(os.name == "nt", reason="needs POSIX signals")
 def test_first_ctrl_c_asks_to_stop_second_interrupts():
-    from sam3studio.video.cli import _CtrlC
+    from sam3studio.cli.track import _CtrlC
 
     before = signal.getsignal(signal.SIGINT)
     calls: list[str] = []

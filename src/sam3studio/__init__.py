@@ -10,12 +10,14 @@ The top-level names load lazily, so ``import sam3studio`` neither imports torch 
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_segmenter": "sam3studio.model",
+    "load_segmenter": "sam3studio.loading",
+    "CleanupOptions": "sam3studio.cleanup",
     "Segmenter": "sam3studio.core",
     "Segmentation": "sam3studio.results",
     "Instance": "sam3studio.results",
@@ -27,6 +29,10 @@ __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "RefineOptions":  # deprecated for one release: mask clean-up is CleanupOptions now
+        warnings.warn("sam3studio.RefineOptions is deprecated; use sam3studio.CleanupOptions", DeprecationWarning,
+                      stacklevel=2)
+        name = "CleanupOptions"
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sam3studio' has no attribute {name!r}")

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,19 +35,27 @@ import torch
 import torch.nn.functional as F
 from cachetools import LRUCache
 
-from sam3studio.errors import InputError, ModelSourceError
+from sam3studio import interactive
+from sam3studio.cleanup import CleanupOptions
+from sam3studio.errors import InputError, ModelSourceError, TrackerUnavailable
+from sam3studio.interactive import (
+    mask_digest,
+    mask_to_logits,
+    probability_to_logit,
+    processor_inputs,
+    tracker_embeddings,
+)
 from sam3studio.io.images import ImageInput, load_image
 from sam3studio.model import LoadedModel, inference_context
 from sam3studio.prompts import Translation, Translator, identity_translator, parse_prompts
-from sam3studio.refine import RefineOptions
 from sam3studio.results import Instance, PromptResult, Segmentation
+from sam3studio.validation import validate_boxes, validate_clicks
 
 MAX_TEXT_TOKENS = 32  # SAM 3's text encoder context (the processor pads to this length)
 DEFAULT_MAX_INSTANCES = 100
 # Queries scoring below this are dropped from the raw cache: no threshold a user can set reaches them.
 MIN_SCORE_THRESHOLD = 0.01
 _UPSAMPLE_CHUNK_PIXELS = 64_000_000  # bound on float32 elements upsampled at once (~256 MB)
-MAX_BOXES = 16
 BOX_ONLY_QUERY = "visual"  # the text SAM 3's processor pairs with exemplar boxes when no prompt is given
 
 
@@ -57,43 +66,6 @@ class _Geometry:
     boxes: torch.Tensor  # (N, 4) float32
     labels: torch.Tensor  # (N,) int64
     signature: str  # part of the prediction cache key
-
-
-def validate_boxes(boxes: Any, box_labels: Any, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Check exemplar boxes (XYXY in original pixels) and labels (1 positive, 0 negative; default all 1).
-
-    Raises `InputError` naming the first bad box: wrong shape, x1 >= x2 or y1 >= y2, outside the
-    image, labels of the wrong length or not 0/1, more than `MAX_BOXES`.
-    """
-    try:
-        arr = np.asarray(boxes, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError("boxes must be a list of [x1, y1, x2, y2] number lists") from None
-    if arr.ndim == 1 and arr.size == 4:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[1] != 4 or len(arr) == 0:
-        raise InputError(f"boxes must be a list of [x1, y1, x2, y2] boxes, got shape {list(arr.shape)}")
-    if len(arr) > MAX_BOXES:
-        raise InputError(f"{len(arr)} boxes given; the limit is {MAX_BOXES}")
-    if not np.isfinite(arr).all():
-        raise InputError("box coordinates must be finite numbers")
-    for i, (x1, y1, x2, y2) in enumerate(arr):
-        if x1 >= x2 or y1 >= y2:
-            raise InputError(f"box {i + 1} {[float(v) for v in (x1, y1, x2, y2)]}: needs x1 < x2 and y1 < y2 (XYXY pixels)")
-        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            raise InputError(f"box {i + 1} {[float(v) for v in (x1, y1, x2, y2)]} is outside the {width}x{height} image")
-    if box_labels is None:
-        labels = np.ones(len(arr), dtype=np.int64)
-    else:
-        try:
-            labels = np.asarray(box_labels, dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError):
-            raise InputError("box_labels must be a list of 1 (positive) and 0 (negative)") from None
-        if len(labels) != len(arr):
-            raise InputError(f"{len(labels)} box labels for {len(arr)} boxes: give one label per box")
-        if not np.isin(labels, (0, 1)).all():
-            raise InputError("box_labels must be 1 (positive: find objects like this) or 0 (negative: not like this)")
-    return arr, labels
 
 
 def _geometry(boxes: np.ndarray, labels: np.ndarray, width: int, height: int) -> _Geometry:
@@ -277,8 +249,6 @@ class Segmenter:
             An `Instance` whose score is SAM's predicted IoU of the mask and whose box bounds it.
             One click alone predicts three candidate masks and keeps the best, as SAM does.
         """
-        from sam3studio.interactive import validate_clicks
-
         if not isinstance(mask_threshold, (int, float)) or not 0 < mask_threshold < 1:
             raise InputError(f"mask_threshold must be strictly between 0 and 1, got {mask_threshold!r}")
         rgb = load_image(image)
@@ -301,10 +271,11 @@ class Segmenter:
         prompts: str | Sequence[str] | None = None,
         score_threshold: float = 0.5,
         mask_threshold: float = 0.5,
-        refine: RefineOptions | None = None,
+        cleanup: CleanupOptions | None = None,
         max_instances: int | None = DEFAULT_MAX_INSTANCES,
         boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
         box_labels: Sequence[int] | None = None,
+        refine: CleanupOptions | None = None,
     ) -> Segmentation:
         """Find every instance of each prompt in ``image``.
 
@@ -313,16 +284,23 @@ class Segmenter:
             prompts: ``"dog, red car"`` (comma-separated) or ``["dog", "red car"]``.
             score_threshold: keep instances whose score (query probability x presence) exceeds it.
             mask_threshold: probability above which a pixel belongs to a mask.
-            refine: optional mask clean-up (fill holes, drop islands, smooth edges).
+            cleanup: optional mask clean-up (`CleanupOptions`: fill holes, drop islands, smooth edges).
             max_instances: keep at most this many instances, highest scores first.
             boxes: exemplar boxes, XYXY in original pixels: "objects like this one". With prompts they
                 refine every prompt; without, SAM 3 finds objects like the positive boxes alone.
             box_labels: one per box, 1 (positive, default) or 0 (negative: "not like this").
+            refine: deprecated name of ``cleanup`` (warns; "refine" is click refinement now).
 
         Returns:
             A `Segmentation` at the original resolution: boolean masks, XYXY pixel boxes, and per
             prompt SAM 3's presence score and instance count.
         """
+        if refine is not None:
+            warnings.warn("segment(refine=...) is deprecated; use cleanup=CleanupOptions(...)", DeprecationWarning,
+                          stacklevel=2)
+            if cleanup is not None:
+                raise InputError("give cleanup= only (refine= is its deprecated name)")
+            cleanup = refine
         timer = _Timer(dict.fromkeys(("decode", "image_encoding", "prompts", "postprocess"), 0.0))
         start = t = time.perf_counter()
         if prompts is None and boxes is not None:
@@ -346,8 +324,8 @@ class Segmenter:
         t = time.perf_counter()
         seg = self._postprocess(raw, texts, translations, rgb.shape[0], rgb.shape[1], score_threshold,
                                 mask_threshold, max_instances)
-        if refine is not None and not refine.is_noop and len(seg):
-            seg.masks = refine.apply(seg.masks)
+        if cleanup is not None and not cleanup.is_noop and len(seg):
+            seg.masks = cleanup.apply(seg.masks)
         t = timer.add("postprocess", t)
         timer.timings["total"] = t - start
         seg.timings = timer.timings
@@ -404,15 +382,12 @@ class Segmenter:
     # ------------------------------------------------------------------ click refinement
     def _ensure_tracker(self) -> Any:
         if self._tracker is None:
-            from sam3studio.errors import TrackerUnavailable
-            from sam3studio.interactive import load_tracker
-
             if self._tracker_error is not None:  # a checkpoint without a tracker does not grow one: ask once
                 raise self._tracker_error
             if not self.source:
                 raise ModelSourceError("this Segmenter was built without a checkpoint source; pass tracker= to refine")
             try:
-                self._tracker = load_tracker(self.source, self.device, self.dtype)
+                self._tracker = interactive.load_tracker(self.source, self.device, self.dtype)
             except TrackerUnavailable as exc:
                 self._tracker_error = exc
                 raise
@@ -421,15 +396,11 @@ class Segmenter:
 
     def _refine_pass(self, tracker: Any, key: str, entry: _ImageEntry, rgb: np.ndarray, clicks: Any,
                      mask_threshold: float) -> tuple[np.ndarray, float]:
-        from sam3studio.interactive import mask_digest, mask_to_logits, probability_to_logit, processor_inputs
-
         model, processor = tracker.model, tracker.processor
         height, width = rgb.shape[:2]
         with inference_context(self.device, self.dtype):
             if entry.tracker_embeddings is None:
                 if tracker.shared_backbone:
-                    from sam3studio.interactive import tracker_embeddings
-
                     grid = model.prompt_encoder.image_embedding_size
                     entry.tracker_embeddings = tracker_embeddings(model, entry.vision.last_hidden_state, grid)
                 else:

@@ -21,3 +21,29 @@ class InputError(Sam3StudioError, ValueError):
 
 class InputTooLargeError(InputError):
     """An input exceeds a configured limit (bytes, pixels). Maps to HTTP 413."""
+
+
+class Overloaded(Sam3StudioError):
+    """Too many requests are waiting for the model (or too many jobs are queued). Maps to HTTP 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotReady(Sam3StudioError):
+    """The model is still loading, or failed to load. Maps to HTTP 503."""
+
+
+class OutOfMemory(Sam3StudioError):
+    """One request ran out of memory; caches were freed and the server goes on. Maps to HTTP 503."""
+
+    retry_after = 5
+
+
+class Cancelled(Sam3StudioError):
+    """The client went away while its request waited for the model; the request was dropped unrun."""
+
+
+class JobNotFound(Sam3StudioError):
+    """No job with this id (never created, or deleted). Maps to HTTP 404."""

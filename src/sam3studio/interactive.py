@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from sam3studio.errors import InputError, ModelSourceError, TrackerUnavailable
+from sam3studio.errors import ModelSourceError, TrackerUnavailable
+from sam3studio.model import RANDOM_SOURCE, load_error, resolve_checkpoint
+from sam3studio.validation import ClickPrompt
 
-__all__ = ["MAX_POINTS", "LoadedTracker", "load_tracker", "validate_clicks", "ClickPrompt"]
+__all__ = ["LoadedTracker", "load_tracker", "mask_digest", "mask_to_logits", "processor_inputs", "tracker_embeddings"]
 
-MAX_POINTS = 64
 # Checkpoints whose tracker shares the detector's backbone, and those with a backbone of their own.
 _SHARED_TYPES = {"sam3_video", "sam3_lite_text_video"}
 _OWN_BACKBONE_TYPES = {"sam3_tracker", "sam3_tracker_video"}
@@ -45,75 +46,6 @@ class LoadedTracker:
     processor: Any  # Sam3TrackerProcessor
     shared_backbone: bool
     source: str
-
-
-@dataclass(frozen=True)
-class ClickPrompt:
-    """Validated refinement inputs, in original pixels."""
-
-    points: np.ndarray | None  # (n, 2) float64
-    labels: np.ndarray | None  # (n,) int64, 1 positive / 0 negative
-    box: np.ndarray | None  # (4,) float64 XYXY
-    mask: np.ndarray | None  # (H, W) bool
-
-    @property
-    def multimask(self) -> bool:
-        """SAM's rule: one click alone is ambiguous, so predict 3 masks and keep the best."""
-        return self.points is not None and len(self.points) == 1 and self.box is None and self.mask is None
-
-
-def _finite_array(value: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be numbers, got {value!r}"[:300]) from None
-    if not np.all(np.isfinite(arr)):
-        raise InputError(f"{name} must be finite numbers")
-    return arr
-
-
-def validate_clicks(points: Any, point_labels: Any, box: Any, mask: Any, width: int, height: int) -> ClickPrompt:
-    """Check refinement inputs against an image of ``width`` x ``height``; raise `InputError` with the reason."""
-    from sam3studio.core import validate_boxes
-
-    pts = labels = box_arr = mask_arr = None
-    if points is not None and len(points) > 0:
-        if point_labels is None:
-            raise InputError("points were given without point_labels (one label per point: 1 positive, 0 negative)")
-        pts = _finite_array(points, "points")
-        if pts.ndim != 2 or pts.shape[1] != 2:
-            raise InputError(f"points must be a list of [x, y] pairs, got shape {tuple(pts.shape)}")
-        if len(pts) > MAX_POINTS:
-            raise InputError(f"at most {MAX_POINTS} points per refinement, got {len(pts)}")
-        lab = np.asarray(point_labels, dtype=object).reshape(-1) if not isinstance(point_labels, (str, bytes)) else None
-        if lab is None or len(lab) != len(pts):
-            n = "a string" if lab is None else len(lab)
-            raise InputError(f"point_labels must have one label per point: {len(pts)} points, {n} labels")
-        if any(isinstance(v, bool) or v not in (0, 1) for v in lab.tolist()):
-            raise InputError(f"point_labels must be 1 (positive) or 0 (negative), got {lab.tolist()!r}"[:300])
-        labels = lab.astype(np.int64)
-        for x, y in pts:
-            if not (0 <= x <= width and 0 <= y <= height):
-                raise InputError(f"point ({x:g}, {y:g}) is outside the {width}x{height} image")
-    elif point_labels is not None and len(point_labels) > 0:
-        raise InputError("point_labels were given without points")
-    if box is not None:
-        arr = _finite_array(box, "box")
-        if arr.shape != (4,):
-            raise InputError(f"box must be [x1, y1, x2, y2], got shape {tuple(arr.shape)}")
-        box_arr = validate_boxes([arr.tolist()], None, width, height)[0][0].astype(np.float64)
-    if mask is not None:
-        mask_arr = np.asarray(mask)
-        if mask_arr.dtype != bool:
-            if mask_arr.dtype.kind not in "uif" or not np.isin(mask_arr, (0, 1)).all():
-                raise InputError("mask must be boolean (or 0/1)")
-            mask_arr = mask_arr.astype(bool)
-        if mask_arr.shape != (height, width):
-            raise InputError(f"mask is {mask_arr.shape[1] if mask_arr.ndim == 2 else '?'}x"
-                             f"{mask_arr.shape[0] if mask_arr.ndim == 2 else '?'}, the image is {width}x{height}")
-    if pts is None and box_arr is None:
-        raise InputError("refinement needs at least one point (with its label) or a box")
-    return ClickPrompt(pts, labels, box_arr, mask_arr)
 
 
 def mask_digest(mask: np.ndarray) -> str:
@@ -169,7 +101,6 @@ def load_tracker(source: str, device: Any, dtype: Any, share_backbone: bool = Tr
     import torch
     from transformers import AutoConfig, Sam3ImageProcessor, Sam3TrackerConfig, Sam3TrackerProcessor
 
-    from sam3studio.model import RANDOM_SOURCE, load_error, resolve_checkpoint
 
     full_cls, shared_cls = _tracker_classes()
     if source == RANDOM_SOURCE:

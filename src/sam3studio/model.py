@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam3studio.errors import ModelSourceError
+from sam3studio.random_model import build_random_model
 
 if TYPE_CHECKING:
     import torch
 
-    from sam3studio.core import Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,6 @@ __all__ = [
     "inference_context",
     "compile_vision_encoder",
     "load_model",
-    "load_segmenter",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -187,27 +186,6 @@ def _hub_error_reason(exc: BaseException) -> str:
     return first[:300]
 
 
-def _build_random(device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    import torch
-    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
-
-    from sam3studio.testing import build_tokenizer
-
-    warnings.warn(
-        "model source 'random': full-size SAM 3 with UNTRAINED weights. Masks are meaningless; "
-        "use it only to measure speed and memory.",
-        stacklevel=3,
-    )
-    log.warning("Loading SAM 3 with random weights: results are meaningless (benchmarks only)")
-    tokenizer = build_tokenizer()
-    config = Sam3Config()
-    with torch.device(device):
-        model = Sam3Model(config)
-    model = model.to(dtype=dtype).eval()
-    processor = Sam3Processor(image_processor=Sam3ImageProcessor(), tokenizer=tokenizer)
-    return LoadedModel(model, processor, RANDOM_SOURCE, device, dtype, "Sam3Model")
-
-
 def compile_vision_encoder(model: Any) -> None:
     """``torch.compile`` the vision encoder in place (the ViT: about 75% of a segment call).
 
@@ -237,7 +215,8 @@ def _load_model(source: str, device: str, dtype: str) -> LoadedModel:
     dt = resolve_dtype(dtype, dev)
     source = (source or DEFAULT_SOURCE).strip()
     if source == RANDOM_SOURCE:
-        return _build_random(dev, dt)
+        model, processor = build_random_model(dev, dt)
+        return LoadedModel(model, processor, RANDOM_SOURCE, dev, dt, "Sam3Model")
 
     load_from, local = resolve_checkpoint(source)
 
@@ -283,23 +262,3 @@ def load_error(exc: BaseException, source: str, local: Path | None, what: str = 
     if local is not None:
         return ModelSourceError(f"could not load {what} in {local}: {_hub_error_reason(exc)}")
     return ModelSourceError(GATED_HELP.format(source=source, reason=_hub_error_reason(exc)))
-
-
-def load_segmenter(
-    source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = "auto", translator: Any = "lexicon",
-    compile: bool = False, **options: Any
-) -> Segmenter:
-    """Load SAM 3 from ``source`` and wrap it in a `sam3studio.core.Segmenter`.
-
-    ``translator`` turns prompts into English queries: ``"lexicon"`` (default: Chinese prompts are
-    translated offline, English passes unchanged), ``"none"``, a local MarianMT folder, or a callable.
-    ``compile`` compiles the vision encoder with ``torch.compile`` (the first image compiles).
-    ``options`` go to the `Segmenter` constructor (cache sizes, prompt batch size).
-    """
-    from sam3studio.core import Segmenter
-    from sam3studio.translate import get_translator
-
-    if translator is None or isinstance(translator, str):
-        translator = get_translator(translator)
-    loaded = load_model(source, device=device, dtype=dtype, compile=compile)
-    return Segmenter.from_loaded(loaded, translator=translator, **options)

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from sam3studio.errors import InputError, Sam3StudioError
+from sam3studio.cleanup import CleanupOptions
+from sam3studio.errors import Cancelled, InputError, NotReady, OutOfMemory, Overloaded, Sam3StudioError
 from sam3studio.io.images import load_image
 from sam3studio.prompts import parse_prompts
-from sam3studio.refine import RefineOptions
 from sam3studio.results import Segmentation
 from sam3studio.settings import Settings
 
@@ -29,28 +29,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["AdmissionGate", "Cancelled", "NotReady", "OutOfMemory", "Overloaded", "SegmentOptions", "SegmentService",
            "VisionBatcher"]
-
-
-class Overloaded(Sam3StudioError):
-    """Too many requests are waiting for the model. Maps to HTTP 503 with Retry-After."""
-
-    def __init__(self, message: str, retry_after: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class NotReady(Sam3StudioError):
-    """The model is still loading, or failed to load. Maps to HTTP 503."""
-
-
-class OutOfMemory(Sam3StudioError):
-    """One request ran out of memory; caches were freed and the server goes on. Maps to HTTP 503."""
-
-    retry_after = 5
-
-
-class Cancelled(Sam3StudioError):
-    """The client went away while its request waited for the model; the request was dropped unrun."""
 
 
 def _free_memory(segmenter: Any) -> None:
@@ -203,9 +181,9 @@ class SegmentOptions:
     boxes: Any = None  # exemplar boxes, XYXY pixels (see `Segmenter.segment`)
     box_labels: Any = None
 
-    def refine(self) -> RefineOptions:
+    def cleanup(self) -> CleanupOptions:
         try:
-            return RefineOptions(fill_holes=self.fill_holes, min_island=self.min_island, smooth=self.smooth)
+            return CleanupOptions(fill_holes=self.fill_holes, min_island=self.min_island, smooth=self.smooth)
         except ValueError as exc:
             raise InputError(str(exc)) from None
 
@@ -246,7 +224,7 @@ class SegmentService:
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> None:
         """Load the model named in the settings (blocking). Errors are kept for /ready and the UI."""
-        from sam3studio.model import load_segmenter
+        from sam3studio.loading import load_segmenter
 
         with self._load_lock:
             if self.segmenter is not None:
@@ -336,7 +314,7 @@ class SegmentService:
         """
         no_prompt = prompts is None or (isinstance(prompts, (list, tuple)) and not prompts)
         queries = None if no_prompt and options.boxes is not None else self.parse_prompts(prompts)
-        refine = options.refine()
+        cleanup = options.cleanup()
         limit = min(options.max_instances or self.settings.max_instances, self.settings.max_instances)
         segmenter = self.require_ready()
         batcher = self.batcher
@@ -345,7 +323,7 @@ class SegmentService:
             if batcher is not None and not segmenter.has_image(image):
                 batcher.encode(image)
             return segmenter.segment(image, queries, score_threshold=options.score_threshold,
-                                     mask_threshold=options.mask_threshold, refine=refine, max_instances=limit,
+                                     mask_threshold=options.mask_threshold, cleanup=cleanup, max_instances=limit,
                                      boxes=options.boxes, box_labels=options.box_labels)
 
         return self._run(cancelled, work,

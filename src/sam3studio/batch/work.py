@@ -88,7 +88,7 @@ class Worker:
     def __init__(self, spec: BatchSpec, segmenter: Segmenter | None = None) -> None:
         self.spec = spec
         if segmenter is None:
-            from sam3studio.model import load_segmenter
+            from sam3studio.loading import load_segmenter
 
             # Caches only pay off when an image is seen twice; in a batch job each image is seen once.
             segmenter = load_segmenter(spec.model, device=spec.device, dtype=spec.dtype, translator=spec.translator,

@@ -383,7 +383,7 @@ class _Suite:
     def load(self) -> dict[str, Any]:
         import torch
 
-        from sam3studio.model import load_segmenter
+        from sam3studio.loading import load_segmenter
 
         self.say(f"loading {self.o.model}")
         t = time.perf_counter()
@@ -525,7 +525,8 @@ class _Suite:
     def dtype_section(self) -> dict[str, Any]:
         import torch
 
-        from sam3studio.model import cpu_supports_bf16, load_segmenter, resolve_dtype
+        from sam3studio.loading import load_segmenter
+        from sam3studio.model import cpu_supports_bf16, resolve_dtype
 
         torch_ = self.torch
         if self.dtype == torch_.bfloat16:
@@ -660,7 +661,7 @@ class _Suite:
 
     def api(self) -> dict[str, Any]:
         from sam3studio.api import create_app
-        from sam3studio.model import load_segmenter
+        from sam3studio.loading import load_segmenter
         from sam3studio.settings import Settings
 
         settings = Settings(ui=False, max_concurrent=1, max_queue=8, api_key=None, ui_auth=None)

@@ -87,7 +87,7 @@ def _build_random_video(device, dtype, detector: Any = None) -> LoadedVideoModel
     import torch
     from transformers import Sam3VideoConfig
 
-    from sam3studio.testing import build_tokenizer, video_processor
+    from sam3studio.random_model import build_tokenizer, video_processor
 
     warnings.warn("model source 'random': full-size SAM 3 video model with UNTRAINED weights; masks are meaningless",
                   stacklevel=3)

@@ -1,11 +1,11 @@
-"""Mask refinement: hole filling, island removal, smoothing, validation."""
+"""Mask clean-up: hole filling, island removal, smoothing, validation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sam3studio.refine import RefineOptions, refine_masks
+from sam3studio.cleanup import CleanupOptions, cleanup_masks
 
 
 def ring_with_hole(size: int = 40) -> np.ndarray:
@@ -28,7 +28,7 @@ def square_with_island(size: int = 50) -> np.ndarray:
 def test_defaults_are_identity():
     rng = np.random.default_rng(0)
     masks = rng.random((3, 31, 47)) > 0.5
-    out = refine_masks(masks)
+    out = cleanup_masks(masks)
     assert out.dtype == bool and out.shape == masks.shape
     np.testing.assert_array_equal(out, masks)
     assert out is not masks  # a copy, never the caller's array
@@ -37,20 +37,20 @@ def test_defaults_are_identity():
 def test_input_not_modified():
     masks = ring_with_hole()[None].copy()
     before = masks.copy()
-    refine_masks(masks, fill_holes=1.0, smooth=2)
+    cleanup_masks(masks, fill_holes=1.0, smooth=2)
     np.testing.assert_array_equal(masks, before)
 
 
 def test_integer_masks_accepted():
     masks = ring_with_hole()[None].astype(np.uint8)
-    out = refine_masks(masks, fill_holes=0.5)
+    out = cleanup_masks(masks, fill_holes=0.5)
     assert out.dtype == bool
     assert out[0, 18:21, 18:21].all()
 
 
 def test_empty_masks_and_zero_instances():
-    assert refine_masks(np.zeros((0, 5, 7), bool), fill_holes=1, smooth=3).shape == (0, 5, 7)
-    out = refine_masks(np.zeros((2, 9, 9), bool), fill_holes=1, min_island=1, smooth=2)
+    assert cleanup_masks(np.zeros((0, 5, 7), bool), fill_holes=1, smooth=3).shape == (0, 5, 7)
+    out = cleanup_masks(np.zeros((2, 9, 9), bool), fill_holes=1, min_island=1, smooth=2)
     assert not out.any()
 
 
@@ -58,7 +58,7 @@ def test_empty_masks_and_zero_instances():
 def test_fill_holes_fills_when_threshold_large_enough():
     m = ring_with_hole()
     # 9 < 0.05 * 391 = 19.55 -> filled
-    out = refine_masks(m[None], fill_holes=0.05)[0]
+    out = cleanup_masks(m[None], fill_holes=0.05)[0]
     expected = m.copy()
     expected[18:21, 18:21] = True
     np.testing.assert_array_equal(out, expected)
@@ -67,15 +67,15 @@ def test_fill_holes_fills_when_threshold_large_enough():
 def test_fill_holes_keeps_hole_when_threshold_too_small():
     m = ring_with_hole()
     # 9 >= 0.02 * 391 = 7.82 -> kept
-    np.testing.assert_array_equal(refine_masks(m[None], fill_holes=0.02)[0], m)
+    np.testing.assert_array_equal(cleanup_masks(m[None], fill_holes=0.02)[0], m)
 
 
 def test_fill_holes_threshold_is_strict():
     m = ring_with_hole()
     area = int(m.sum())
     exactly = 9 / area
-    np.testing.assert_array_equal(refine_masks(m[None], fill_holes=exactly)[0], m)  # 9 < 9 is false
-    assert refine_masks(m[None], fill_holes=exactly * 1.01)[0, 19, 19]
+    np.testing.assert_array_equal(cleanup_masks(m[None], fill_holes=exactly)[0], m)  # 9 < 9 is false
+    assert cleanup_masks(m[None], fill_holes=exactly * 1.01)[0, 19, 19]
 
 
 def test_fill_holes_ignores_background_open_to_the_border():
@@ -83,12 +83,12 @@ def test_fill_holes_ignores_background_open_to_the_border():
     m = np.zeros((20, 20), bool)
     m[0:15, 2:18] = True
     m[0:10, 8:12] = False  # notch open at the top image edge
-    np.testing.assert_array_equal(refine_masks(m[None], fill_holes=1.0)[0], m)
+    np.testing.assert_array_equal(cleanup_masks(m[None], fill_holes=1.0)[0], m)
     # A C shape open to the background margin inside the image is not a hole either.
     c = np.zeros((30, 30), bool)
     c[5:25, 5:25] = True
     c[10:20, 10:25] = False
-    np.testing.assert_array_equal(refine_masks(c[None], fill_holes=1.0)[0], c)
+    np.testing.assert_array_equal(cleanup_masks(c[None], fill_holes=1.0)[0], c)
 
 
 def test_fill_holes_diagonal_gap_still_a_hole():
@@ -97,7 +97,7 @@ def test_fill_holes_diagonal_gap_still_a_hole():
     m[2:9, 2:9] = True
     m[5, 5] = False  # a 1-px hole
     m[8, 8] = False  # a notch at the corner of the square: 4-connected to the outside
-    out = refine_masks(m[None], fill_holes=1.0)[0]
+    out = cleanup_masks(m[None], fill_holes=1.0)[0]
     assert out[5, 5]
     assert not out[8, 8]
 
@@ -106,7 +106,7 @@ def test_fill_holes_per_mask_fraction():
     big, small = ring_with_hole(), np.zeros((40, 40), bool)
     small[0:5, 0:5] = True
     small[2, 2] = False  # 1-px hole in a 24-px mask
-    out = refine_masks(np.stack([big, small]), fill_holes=0.05)
+    out = cleanup_masks(np.stack([big, small]), fill_holes=0.05)
     assert out[0, 19, 19]  # 9 < 19.55
     assert out[1, 2, 2]  # 1 < 1.2
 
@@ -114,7 +114,7 @@ def test_fill_holes_per_mask_fraction():
 # ---------------------------------------------------------------------- islands
 def test_min_island_drops_small_island():
     m = square_with_island()
-    out = refine_masks(m[None], min_island=0.05)[0]  # 4 < 20.2 -> dropped
+    out = cleanup_masks(m[None], min_island=0.05)[0]  # 4 < 20.2 -> dropped
     expected = m.copy()
     expected[40:42, 40:42] = False
     np.testing.assert_array_equal(out, expected)
@@ -122,14 +122,14 @@ def test_min_island_drops_small_island():
 
 def test_min_island_keeps_island_when_threshold_small():
     m = square_with_island()
-    np.testing.assert_array_equal(refine_masks(m[None], min_island=0.001)[0], m)  # 4 >= 0.404
+    np.testing.assert_array_equal(cleanup_masks(m[None], min_island=0.001)[0], m)  # 4 >= 0.404
 
 
 def test_min_island_never_drops_largest_component():
     m = np.zeros((30, 30), bool)
     m[2:5, 2:5] = True  # 9 px
     m[20:22, 20:22] = True  # 4 px
-    out = refine_masks(m[None], min_island=1.0)[0]
+    out = cleanup_masks(m[None], min_island=1.0)[0]
     expected = np.zeros_like(m)
     expected[2:5, 2:5] = True
     np.testing.assert_array_equal(out, expected)
@@ -141,7 +141,7 @@ def test_diagonal_pixels_are_one_island():
     m[0:10, 0:10] = True  # 100 px
     for k in range(10, 14):
         m[k, k] = True  # 4 px diagonal tail touching the square's corner
-    np.testing.assert_array_equal(refine_masks(m[None], min_island=0.5)[0], m)
+    np.testing.assert_array_equal(cleanup_masks(m[None], min_island=0.5)[0], m)
 
 
 # ---------------------------------------------------------------------- smoothing
@@ -154,16 +154,16 @@ def square(size: int = 40) -> np.ndarray:
 def test_smooth_removes_one_pixel_spur():
     spur = square()
     spur[19, 30:36] = True  # 1-px wide, 6-px long spur
-    out = refine_masks(spur[None], smooth=1)[0]
+    out = cleanup_masks(spur[None], smooth=1)[0]
     assert not out[19, 31:36].any()  # the spur is gone ...
-    expected = refine_masks(square()[None], smooth=1)[0]
+    expected = cleanup_masks(square()[None], smooth=1)[0]
     expected[19, 30] = True  # ... except the pixel at its base, which any disk touching the edge covers
     np.testing.assert_array_equal(out, expected)
 
 
 def test_smooth_rounds_corners_by_radius():
     # Opening with disk(1) (a 3x3 cross) removes exactly the 4 corner pixels of a square.
-    out = refine_masks(square()[None], smooth=1)[0]
+    out = cleanup_masks(square()[None], smooth=1)[0]
     expected = square()
     expected[[10, 10, 29, 29], [10, 29, 10, 29]] = False
     np.testing.assert_array_equal(out, expected)
@@ -172,7 +172,7 @@ def test_smooth_rounds_corners_by_radius():
 def test_smooth_fills_one_pixel_slit():
     slit = square()
     slit[10:16, 19] = False  # 1-px wide slit from the top edge, 6 deep
-    out = refine_masks(slit[None], smooth=1)[0]
+    out = cleanup_masks(slit[None], smooth=1)[0]
     assert out[12:16, 19].all()  # the slit closes below its mouth
     assert out.sum() >= square().sum() - 8
 
@@ -180,13 +180,13 @@ def test_smooth_fills_one_pixel_slit():
 def test_smooth_keeps_mask_touching_image_border():
     m = np.zeros((30, 30), bool)
     m[0:15, 0:30] = True  # touches three image edges
-    np.testing.assert_array_equal(refine_masks(m[None], smooth=3)[0], m)
+    np.testing.assert_array_equal(cleanup_masks(m[None], smooth=3)[0], m)
 
 
 def test_smooth_never_erases_a_mask():
     m = np.zeros((30, 30), bool)
     m[10:12, 10:12] = True  # thinner than the disk: opening would erase it
-    np.testing.assert_array_equal(refine_masks(m[None], smooth=3)[0], m)
+    np.testing.assert_array_equal(cleanup_masks(m[None], smooth=3)[0], m)
 
 
 def test_only_the_crop_matters_on_a_large_image():
@@ -195,11 +195,11 @@ def test_only_the_crop_matters_on_a_large_image():
     masks[0, 120, 120] = False
     masks[1, 3900:, :] = True  # a band along three image edges: smoothing leaves it alone
     masks[2, 2000, 2000] = True
-    out = refine_masks(masks, fill_holes=0.5, min_island=0.1, smooth=2)
-    # Same answer as refining the same mask, shifted, in a small image: only the crop matters.
+    out = cleanup_masks(masks, fill_holes=0.5, min_island=0.1, smooth=2)
+    # Same answer as cleaning up the same mask, shifted, in a small image: only the crop matters.
     small = np.zeros((1, 60, 60), bool)
     small[0, 10:50, 10:50] = masks[0, 100:140, 100:140]
-    ref = refine_masks(small, fill_holes=0.5, min_island=0.1, smooth=2)[0]
+    ref = cleanup_masks(small, fill_holes=0.5, min_island=0.1, smooth=2)[0]
     assert out[0, 120, 120] and ref[30, 30]
     np.testing.assert_array_equal(out[0, 90:150, 90:150], ref)
     assert out[0].sum() == ref.sum()
@@ -208,12 +208,12 @@ def test_only_the_crop_matters_on_a_large_image():
 
 
 # ---------------------------------------------------------------------- options & validation
-def test_refine_options_apply_and_noop():
-    assert RefineOptions().is_noop
-    assert not RefineOptions(smooth=1).is_noop
-    opts = RefineOptions(fill_holes=0.05)
+def test_cleanup_options_apply_and_noop():
+    assert CleanupOptions().is_noop
+    assert not CleanupOptions(smooth=1).is_noop
+    opts = CleanupOptions(fill_holes=0.05)
     masks = ring_with_hole()[None]
-    np.testing.assert_array_equal(opts.apply(masks), refine_masks(masks, fill_holes=0.05))
+    np.testing.assert_array_equal(opts.apply(masks), cleanup_masks(masks, fill_holes=0.05))
     with pytest.raises(AttributeError):
         opts.smooth = 2  # type: ignore[misc]
 
@@ -236,9 +236,9 @@ def test_refine_options_apply_and_noop():
 def test_invalid_options_raise(kwargs, match):
     masks = np.zeros((1, 4, 4), bool)
     with pytest.raises(ValueError, match=match):
-        refine_masks(masks, **kwargs)
+        cleanup_masks(masks, **kwargs)
     with pytest.raises(ValueError, match=match):
-        RefineOptions(**kwargs)
+        CleanupOptions(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -251,9 +251,9 @@ def test_invalid_options_raise(kwargs, match):
 )
 def test_invalid_masks_raise(masks, match):
     with pytest.raises(ValueError, match=match):
-        refine_masks(masks, fill_holes=0.5)
+        cleanup_masks(masks, fill_holes=0.5)
 
 
 def test_numpy_scalars_accepted():
-    out = refine_masks(ring_with_hole()[None], fill_holes=np.float32(0.05), smooth=np.int64(0))
+    out = cleanup_masks(ring_with_hole()[None], fill_holes=np.float32(0.05), smooth=np.int64(0))
     assert out[0, 19, 19]

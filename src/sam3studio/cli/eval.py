@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sam3studio.cli_options import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt
+from sam3studio.cli.common import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, quiet_libraries
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -121,15 +121,12 @@ def eval_command(
     """Measure the model on labelled data (COCO or SA-Co): mask/box AP, presence F1, cgF1, a threshold sweep."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from sam3studio import cli as main_cli
     from sam3studio.errors import Sam3StudioError
     from sam3studio.evaluation.data import EvalDataError, load_gt, load_mapping
     from sam3studio.evaluation.metrics import evaluate
     from sam3studio.evaluation.plots import write_plots
     from sam3studio.evaluation.predictions import Predictions, predict
-
-    console, fail = main_cli.console, main_cli._fail
-    main_cli._quiet_libraries(debug)
+    quiet_libraries(debug)
     try:
         if not 0 < threshold <= 1 or not 0 < mask_threshold < 1:
             raise EvalDataError("--threshold must be in (0, 1] and --mask-threshold in (0, 1)")
@@ -153,7 +150,7 @@ def eval_command(
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise fail(f"image {missing[0]}: no such file{more} (set the images folder with --images)", debug, code=2)
         from sam3studio.errors import InputError, ModelSourceError
-        from sam3studio.model import load_segmenter
+        from sam3studio.loading import load_segmenter
 
         with console.status(f"Loading SAM 3 from [bold]{model}[/] …"):
             try:
@@ -173,7 +170,7 @@ def eval_command(
         except (Sam3StudioError, ValueError, OSError) as exc:
             raise fail(str(exc), debug) from None
         except KeyboardInterrupt:
-            main_cli.err_console.print("[yellow]Interrupted: nothing was evaluated.[/]")
+            err_console.print("[yellow]Interrupted: nothing was evaluated.[/]")
             raise typer.Exit(130) from None
         if save_predictions is not None:
             try:

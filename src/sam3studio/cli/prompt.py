@@ -6,6 +6,13 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.table import Table
+
+from sam3studio.cli.common import console, fail
+from sam3studio.errors import Sam3StudioError
+from sam3studio.prompts import parse_prompts
+from sam3studio.translate import get_translator
 
 __all__ = ["prompt_command"]
 
@@ -17,21 +24,11 @@ def prompt_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show how each prompt will be sent to the model (Chinese is translated to English)."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from sam3studio.errors import Sam3StudioError
-    from sam3studio.prompts import parse_prompts
-    from sam3studio.translate import get_translator
-
-    console, err_console = Console(), Console(stderr=True)
     try:
         texts = parse_prompts(prompts)
         translate = get_translator(translator)
     except Sam3StudioError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(str(exc), debug=False, code=2) from None
 
     rows: list[dict] = []
     for text in texts:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sam3studio.cli_options import DeviceOpt, DtypeOpt, ModelOpt
+from sam3studio.cli.common import DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, quiet_libraries
 
 __all__ = ["batch_command"]
 
@@ -76,16 +76,13 @@ def batch_command(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from sam3studio import cli as main_cli
     from sam3studio.batch.ray_engine import RayEngineError, RayOptions
     from sam3studio.batch.runner import ENGINES, plan_batch, run_batch
     from sam3studio.batch.sources import ReadLimits
     from sam3studio.batch.work import BatchSpec
     from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
     from sam3studio.prompts import parse_prompts
-
-    console, err_console, fail = main_cli.console, main_cli.err_console, main_cli._fail
-    main_cli._quiet_libraries(debug)
+    quiet_libraries(debug)
     try:
         if engine not in ENGINES:
             raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")

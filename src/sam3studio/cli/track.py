@@ -1,8 +1,6 @@
 """``sam3studio track``: track every object matching text prompts through a video.
 
-Registered in `sam3studio.cli` (``app.command("track")(track_command)``); this module imports that one
-only inside the command, so either can be imported first. Heavy imports (torch, transformers, PyAV)
-happen inside the command too, so ``sam3studio --help`` stays fast.
+Heavy imports (torch, transformers, PyAV) happen inside the command, so ``sam3studio --help`` stays fast.
 
 Exit codes: 0 done; 1 bad input (missing, unreadable or too-large video), a model that does not load,
 or a failure mid-run; 2 bad options (--stride 0, --end before --start, a bad threshold or prompt);
@@ -23,7 +21,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sam3studio.cli_options import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt, TranslatorOpt
+from sam3studio.cli.common import (
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    TranslatorOpt,
+    console,
+    err_console,
+    fail,
+    quiet_libraries,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress, Task, TaskID
@@ -106,13 +114,10 @@ def track_command(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from sam3studio import cli as main_cli
     from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
     from sam3studio.prompts import parse_prompts
     from sam3studio.video.io import VideoLimits, check_options, plan_video
-
-    console, err_console, fail = main_cli.console, main_cli.err_console, main_cli._fail
-    main_cli._quiet_libraries(debug)
+    quiet_libraries(debug)
 
     # Options first (exit 2): nothing is opened or loaded for a typo.
     try:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sam3studio.cli.common import console, err_console, fail, quiet_libraries
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -154,12 +156,9 @@ def bench_command(
     """Time the engine against the documented transformers usage: prompts, dtypes, post-processing, API, memory."""
     import time
 
-    from sam3studio import cli as main_cli
     from sam3studio.bench.runner import BenchError, BenchOptions, parse_image_size, parse_only, run_bench
     from sam3studio.errors import Sam3StudioError
-
-    console, fail = main_cli.console, main_cli._fail
-    main_cli._quiet_libraries(debug)
+    quiet_libraries(debug)
     try:
         options = BenchOptions(model=model, device=device, dtype=dtype, quick=quick,
                                repeats=repeats if repeats is not None else (1 if quick else 3),
@@ -183,7 +182,7 @@ def bench_command(
     except (Sam3StudioError, OSError, RuntimeError) as exc:
         raise fail(str(exc), debug) from None
     except KeyboardInterrupt:
-        main_cli.err_console.print("[yellow]Interrupted: no figures written.[/]")
+        err_console.print("[yellow]Interrupted: no figures written.[/]")
         raise typer.Exit(130) from None
     argv = sys.argv
     report["meta"]["command"] = "sam3studio " + " ".join(argv[argv.index("bench"):]) if "bench" in argv else None

@@ -1,0 +1,82 @@
+"""`sam3studio serve`: the web UI and the REST API on one port."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from sam3studio.cli.common import (
+    DebugOpt,
+    console,
+    err_console,
+    fail,
+    quiet_libraries,
+)
+
+
+def serve(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Hub id, local directory, modelscope:<id>, or 'random'. "
+                                               "[env: SAM3STUDIO_MODEL; default facebook/sam3]", show_default=False)] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on [default 127.0.0.1].",
+                                             show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port [default 7860].", show_default=False)] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", show_default=False)] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.", show_default=False)] = None,
+    translator: Annotated[str | None, typer.Option("--translator", help="lexicon (default), none, or a MarianMT folder.",
+                                                   show_default=False)] = None,
+    lang: Annotated[str | None, typer.Option("--lang", help="UI language: auto (the browser's), en or zh [default auto].",
+                                             show_default=False)] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="Require this key on the REST API (X-API-Key or "
+                                                "Bearer). Prefer the env SAM3STUDIO_API_KEY: argv is visible to "
+                                                "other users.", show_default=False)] = None,
+    ui_auth: Annotated[str | None, typer.Option("--ui-auth", help="user:password the web UI asks for "
+                                                "[env: SAM3STUDIO_UI_AUTH].", show_default=False)] = None,
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the REST API only.")] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the vision encoder (faster per image "
+                                                "after a slow first one; needs a C/C++ compiler on the CPU).")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Serve the web UI at / and the REST API at /api/v1 on one port (settings also from SAM3STUDIO_* env)."""
+    quiet_libraries(debug)
+    from pydantic import ValidationError
+
+    from sam3studio.settings import Settings
+
+    overrides = {k: v for k, v in {"model": model, "host": host, "port": port, "device": device, "dtype": dtype,
+                                                   "translator": translator, "lang": lang,
+                                                   "api_key": api_key, "ui_auth": ui_auth}.items()
+                 if v is not None}
+    if no_ui:
+        overrides["ui"] = False
+    if compile_model:
+        overrides["compile"] = True
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), debug, code=2) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from sam3studio.api import create_app
+
+    for warning in access_warnings(settings):
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"Loading SAM 3 from [bold]{settings.model}[/] in the background; "
+                  f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info" if debug else "warning")
+
+
+def access_warnings(settings) -> list[str]:
+    """What is open to anyone who can reach the server (nothing to say on loopback)."""
+    if settings.host in ("127.0.0.1", "localhost", "::1"):
+        return []
+    out = []
+    if settings.api_key is None:
+        out.append(f"listening on {settings.host} without an API key: anyone who can reach this address can use "
+                   "the REST API (set SAM3STUDIO_API_KEY).")
+    if settings.ui and settings.ui_auth is None:
+        out.append(f"listening on {settings.host} without UI credentials: anyone who can reach this address can use "
+                   "the web UI and its Gradio API (set SAM3STUDIO_UI_AUTH=user:password, or --no-ui).")
+    return out
