@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from sam3studio.cli.common import DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, quiet_libraries
+from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
 
 __all__ = ["batch_command"]
 
@@ -34,6 +35,31 @@ def _parse_runtime_env(value: str) -> dict[str, Any]:
     if not isinstance(env, dict):
         raise BatchInputError("--runtime-env must be a JSON object, e.g. '{\"pip\": [\"sam3studio\"]}'")
     return env
+
+
+def _check_options(engine: str, *, ray_address: str | None, num_workers: int, gpus_per_worker: float,
+                   cpus_per_worker: float, runtime_env: str | None, batch_size: int, shard_size: int,
+                   max_instances: int, max_pixels: int, max_mb: float, url_timeout: float, threshold: float,
+                   mask_threshold: float) -> None:
+    """Usage errors found before anything is read or loaded (`InputError`, exit code 2)."""
+    from sam3studio.batch.runner import ENGINES
+
+    if engine not in ENGINES:
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    given = {"--ray-address": ray_address, "--num-workers": num_workers, "--gpus-per-worker": gpus_per_worker,
+             "--cpus-per-worker": cpus_per_worker, "--runtime-env": runtime_env}
+    if engine == "local" and (misplaced := [k for k, v in given.items() if v != _RAY_ONLY_DEFAULTS[k]]):
+        raise InputError(f"{', '.join(misplaced)} only appl{'ies' if len(misplaced) == 1 else 'y'} to --engine ray")
+    for name, value in (("--batch-size", batch_size), ("--num-workers", num_workers), ("--shard-size", shard_size),
+                        ("--max-instances", max_instances), ("--max-pixels", max_pixels)):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
+    if gpus_per_worker < 0 or cpus_per_worker <= 0:
+        raise InputError("--gpus-per-worker must be >= 0 and --cpus-per-worker > 0")
+    if max_mb <= 0 or url_timeout <= 0:
+        raise InputError("--max-mb and --url-timeout must be positive")
+    if not 0.01 <= threshold <= 1 or not 0 < mask_threshold < 1:
+        raise InputError("--threshold must be in [0.01, 1] and --mask-threshold in (0, 1)")
 
 
 def batch_command(
@@ -74,32 +100,18 @@ def batch_command(
 ) -> None:
     """Segment a folder or manifest of images into resumable JSON Lines shards (locally or on Ray)."""
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from sam3studio.batch.ray_engine import RayEngineError, RayOptions
-    from sam3studio.batch.runner import ENGINES, plan_batch, run_batch
+    from sam3studio.batch.ray_engine import RayOptions
+    from sam3studio.batch.runner import plan_batch
     from sam3studio.batch.sources import ReadLimits
     from sam3studio.batch.work import BatchSpec
-    from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
     from sam3studio.prompts import parse_prompts
     quiet_libraries(debug)
     try:
-        if engine not in ENGINES:
-            raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        given = {"--ray-address": ray_address, "--num-workers": num_workers, "--gpus-per-worker": gpus_per_worker,
-                 "--cpus-per-worker": cpus_per_worker, "--runtime-env": runtime_env}
-        if engine == "local" and (misplaced := [k for k, v in given.items() if v != _RAY_ONLY_DEFAULTS[k]]):
-            raise InputError(f"{', '.join(misplaced)} only appl{'ies' if len(misplaced) == 1 else 'y'} to --engine ray")
-        for name, value in (("--batch-size", batch_size), ("--num-workers", num_workers), ("--shard-size", shard_size),
-                            ("--max-instances", max_instances), ("--max-pixels", max_pixels)):
-            if value < 1:
-                raise InputError(f"{name} must be at least 1, got {value}")
-        if gpus_per_worker < 0 or cpus_per_worker <= 0:
-            raise InputError("--gpus-per-worker must be >= 0 and --cpus-per-worker > 0")
-        if max_mb <= 0 or url_timeout <= 0:
-            raise InputError("--max-mb and --url-timeout must be positive")
-        if not 0.01 <= threshold <= 1 or not 0 < mask_threshold < 1:
-            raise InputError("--threshold must be in [0.01, 1] and --mask-threshold in (0, 1)")
+        _check_options(engine, ray_address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
+                       cpus_per_worker=cpus_per_worker, runtime_env=runtime_env, batch_size=batch_size,
+                       shard_size=shard_size, max_instances=max_instances, max_pixels=max_pixels, max_mb=max_mb,
+                       url_timeout=url_timeout, threshold=threshold, mask_threshold=mask_threshold)
         queries = parse_prompts(prompt)
         env = _parse_runtime_env(runtime_env) if runtime_env else None
         from sam3studio.translate import get_translator
@@ -128,6 +140,21 @@ def batch_command(
                       highlight=False, soft_wrap=True)
         return
 
+    ray_options = RayOptions(address=ray_address, num_workers=num_workers, batch_size=batch_size,
+                             gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, runtime_env=env,
+                             verbose=debug)
+    _run(plan, spec, engine, ray_options, model=model, out=out, debug=debug)
+
+
+def _run(plan: Any, spec: Any, engine: str, ray_options: Any, *, model: str, out: Path, debug: bool) -> None:
+    """Run the planned shards with a progress bar, then print the summary."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from sam3studio.batch.ray_engine import RayEngineError
+    from sam3studio.batch.runner import run_batch
+
+    ray_address, num_workers, gpus_per_worker = ray_options.address, ray_options.num_workers, ray_options.gpus_per_worker
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("images"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=console, disable=engine != "local" or plan.pending_images < 2)
@@ -147,9 +174,6 @@ def batch_command(
         failed_note = f", [red]{failed} failed[/]" if failed else ""
         progress.console.print(f"shard {shard:05d} written: {ok} ok{failed_note}", highlight=False)
 
-    ray_options = RayOptions(address=ray_address, num_workers=num_workers, batch_size=batch_size,
-                             gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, runtime_env=env,
-                             verbose=debug)
     status = console.status(f"Loading SAM 3 from [bold]{escape(model)}[/] …" if engine == "local"
                             else f"Starting the Ray job on {ray_address or 'local Ray'} …")
     status.start()
