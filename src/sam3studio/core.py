@@ -348,7 +348,7 @@ class Segmenter:
         """Encode the images not yet cached in one batched vision pass; return how many were encoded.
 
         Later `segment` or `refine` calls on these images start from the cache. `VisionBatcher` calls
-        this for concurrent requests (dynamic batching); a batch is at most the image cache's size.
+        this for concurrent requests (vision batching); a batch is at most the image cache's size.
         """
         rgbs = [load_image(image) for image in images]
         with self._lock:

@@ -109,7 +109,7 @@ class _Slot:
 
 
 class VisionBatcher:
-    """Dynamic batching: the images of requests that run together go through the vision encoder in one pass.
+    """Vision batching: the images of requests that run together go through the vision encoder in one pass.
 
     The first request to arrive leads: it waits up to ``max_wait_s`` for others (less when ``max_batch``
     images are pending), encodes them all with `Segmenter.encode_images`, and wakes the others, which

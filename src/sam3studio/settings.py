@@ -31,7 +31,7 @@ class Settings(BaseSettings):
 
     # Admission: model work runs `max_concurrent` at a time; `max_queue` more may wait.
     max_concurrent: int = Field(1, ge=1)
-    # Dynamic batching: the images of up to `vision_batch` requests running together share one vision pass
+    # Vision batching: the images of up to `vision_batch` requests running together share one vision pass
     # (needs max_concurrent >= vision_batch). Pays off on a GPU; on a CPU one image already fills the cores.
     vision_batch: int = Field(1, ge=1, le=32, description="Most images per batched vision-encoder pass (1: off)")
     vision_batch_wait_ms: float = Field(10.0, ge=0, le=1000, description="How long a batch waits for more requests")
