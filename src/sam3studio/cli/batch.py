@@ -1,7 +1,6 @@
-"""``sam3studio batch``: the command. Registered in `sam3studio.cli` as ``app.command("batch")(batch_command)``.
+"""``sam3studio batch``: the command's Typer wiring; the work is the `sam3studio.batch` package.
 
-This module imports `sam3studio.cli` only inside the command (either can be imported first); torch,
-transformers and ray are imported by the engines when they run.
+torch, transformers and ray are imported by the engines when they run (start-up time of the CLI).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """``sam3studio bench``: run the benchmark suite, print one Rich table, optionally write the figures as JSON.
 
-Registered in `sam3studio.cli`; this module imports that one only inside the command (as
-`sam3studio.evaluation.cli` does), so either can be imported first. torch loads inside the command.
+The work is the `sam3studio.bench` package; torch loads inside the command (start-up time of the CLI).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``sam3studio eval``: measure the model (or saved predictions) on labelled data.
 
-Registered in `sam3studio.cli`; this module imports that one only inside the command, so either can
-be imported first. Heavy imports (torch, pycocotools, matplotlib) happen inside the command too.
+The work is the `sam3studio.evaluation` package. Heavy imports (torch, pycocotools, matplotlib) happen
+inside the command, for the CLI's start-up time.
 """
 
 from __future__ import annotations

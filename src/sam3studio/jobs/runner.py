@@ -1,4 +1,4 @@
-"""Video jobs: a SQLite job store and a single-worker runner shared by the REST API and the UI.
+"""Video jobs: the single-worker runner shared by the REST API and the UI (the store is `jobs.store`).
 
 A video job is accepted only once its upload is saved under ``data_dir/jobs/<id>/input.<ext>`` and
 probed within the limits; it then waits in a bounded queue (``max_video_jobs`` queued plus running;
