@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sam3studio.cli import app
+from sam3studio.model import hub_login_command
 from sam3studio.results import Segmentation
 
 runner = CliRunner()
@@ -142,9 +145,54 @@ def test_installed_command_explains_a_gated_checkpoint_without_traceback(tmp_pat
     proc = subprocess.run([exe, "segment", str(images), "-p", "cat", "-o", str(tmp_path / "o"), "--device", "cpu"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1
-    assert "huggingface-cli login" in proc.stderr
+    assert hub_login_command() in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def _silent_server() -> tuple[socket.socket, list[int], threading.Event]:
+    """A TCP server on 127.0.0.1 that accepts connections, counts them, and never answers (a hub that hangs)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    accepted: list[int] = []
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            accepted.append(1)
+            held.append(conn)  # keep it open and silent until the test ends
+        for conn in held:
+            conn.close()
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, accepted, stop
+
+
+@pytest.mark.slow
+def test_an_unreachable_hub_costs_one_short_attempt(tmp_path, images):
+    """No retries with back-off: one connection to the hub, one bounded wait, one line naming the way out."""
+    server, accepted, stop = _silent_server()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{server.getsockname()[1]}",
+               SAM3STUDIO_HUB_TIMEOUT_S="0.5")
+    exe = os.path.join(os.path.dirname(sys.executable), "sam3studio")
+    try:
+        proc = subprocess.run([exe, "segment", str(images), "-p", "cat", "-o", str(tmp_path / "o"), "--device", "cpu"],
+                              capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        stop.set()
+    assert proc.returncode == 1
+    assert len(accepted) == 1, f"{len(accepted)} connections to the hub"
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    for hint in (hub_login_command(), "--model random", "cannot be reached"):
+        assert hint in lines[0]
 
 
 def test_overlay_differs_from_the_photo_where_masks_are(tiny_checkpoint, images, tmp_path):

@@ -23,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
 from sam3studio import __version__
-from sam3studio.api import images, system, videos
+from sam3studio.api import docs, images, system, videos
 from sam3studio.api.bodies import add_body_schemas
 from sam3studio.api.deps import api_key_checker
 from sam3studio.api.errors import install_handlers, route_methods
@@ -77,6 +77,7 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     for router in routers:
         app.include_router(router, prefix=API_PREFIX, dependencies=protected, responses=auth)
     app.state.route_methods = route_methods(API_PREFIX, (system.public, *routers))
+    app.include_router(system.fallback, prefix=API_PREFIX)  # last: whatever no route above answered
 
 
 def create_app(settings: Settings | None = None, *, service: SegmentService | None = None,
@@ -95,10 +96,12 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         description="Segment anything by text with SAM 3. Errors are JSON `{error: {code, message}}`.",
         lifespan=_lifespan(service, jobs),
         responses={413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        docs_url=None, redoc_url=None,  # served by `docs.add_docs`, with their assets from this server
     )
     app.state.settings, app.state.service, app.state.jobs = settings, service, jobs
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     install_handlers(app)
+    docs.add_docs(app)
     _include_routers(app, settings)
     if settings.ui:
         import gradio as gr  # deferred: the UI is optional (--no-ui) and gradio is slow to import

@@ -33,7 +33,8 @@ from sam3studio.errors import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ApiError", "error_response", "install_handlers", "route_methods", "to_api_error", "validation_message"]
+__all__ = ["ApiError", "allowed_methods", "error_response", "install_handlers", "route_methods", "to_api_error",
+           "validation_message"]
 
 
 class ApiError(Exception):
@@ -91,7 +92,7 @@ def route_methods(prefix: str, routers: Sequence[APIRouter]) -> list[tuple[re.Pa
             for router in routers for route in router.routes if getattr(route, "methods", None)]
 
 
-def _allowed_methods(request: Request) -> set[str]:
+def allowed_methods(request: Request) -> set[str]:
     """Every method some route on this path answers (Starlette lists the first matching route's only)."""
     methods: set[str] = set()
     for route in request.app.router.routes:  # the app's own routes (/openapi.json, /docs)
@@ -119,7 +120,7 @@ async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
 async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     headers = getattr(exc, "headers", None)
-    if exc.status_code == 405 and (methods := _allowed_methods(request)):
+    if exc.status_code == 405 and (methods := allowed_methods(request)):
         headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
     return error_response(exc.status_code, code, str(exc.detail), headers)
 

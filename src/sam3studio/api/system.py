@@ -6,20 +6,23 @@ import os
 import platform
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from sam3studio import __version__
 from sam3studio.api.deps import get_service, get_settings
-from sam3studio.api.errors import error_response, to_api_error
+from sam3studio.api.errors import allowed_methods, error_response, to_api_error
 from sam3studio.api.schemas import ErrorResponse, Health, Info, ModelInfo, QueueState, Ready
 from sam3studio.errors import NotReady
 from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
 
-__all__ = ["protected", "public"]
+__all__ = ["fallback", "protected", "public"]
 
 public = APIRouter(tags=["status"])  # never behind the API key: probes must answer
 protected = APIRouter(tags=["status"])
+# Included last under /api/v1: an unknown path or a wrong method answers in the error envelope even with the UI
+# mounted at /, whose catch-all would otherwise answer first.
+fallback = APIRouter(include_in_schema=False)
 
 INFO_LIMITS = ("max_upload_mb", "max_pixels", "max_prompts", "max_prompt_chars", "max_instances", "max_concurrent",
                "max_queue", "url_timeout_s")
@@ -65,3 +68,16 @@ async def info(service: SegmentService = Depends(get_service), settings: Setting
                 limits={k: getattr(settings, k) for k in INFO_LIMITS},
                 queue=QueueState(running=service.gate.active, waiting=service.gate.waiting,
                                  peak_waiting=service.gate.peak_waiting), rss_mb=rss_mb())
+
+
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@fallback.api_route("", methods=_ALL_METHODS)
+@fallback.api_route("/{path:path}", methods=_ALL_METHODS)
+async def not_an_api_route(request: Request) -> Any:
+    """405 with ``Allow`` for a known path asked with another method, else 404 (both in the envelope)."""
+    methods = allowed_methods(request)
+    if methods:
+        return error_response(405, "method_not_allowed", "Method Not Allowed", {"Allow": ", ".join(sorted(methods))})
+    return error_response(404, "not_found", "Not Found")

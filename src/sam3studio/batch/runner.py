@@ -11,6 +11,7 @@ from typing import Any
 from sam3studio.batch.shards import FORMATS, JobDir, plan_shards
 from sam3studio.batch.sources import BatchInputError, inputs_digest, list_inputs
 from sam3studio.batch.work import BatchSpec
+from sam3studio.errors import install_hint
 
 __all__ = ["ENGINES", "BatchPlan", "BatchSummary", "plan_batch", "run_batch"]
 
@@ -64,8 +65,7 @@ def plan_batch(source: Path, out: Path, spec: BatchSpec, *, shard_size: int = DE
         try:
             import pyarrow.parquet  # noqa: F401
         except ImportError:
-            raise BatchInputError("--format parquet needs pyarrow: pip install 'sam3studio[ray]' "
-                                  "(or pip install pyarrow)") from None
+            raise BatchInputError(f"--format parquet needs pyarrow: {install_hint('ray')}") from None
     items = list_inputs(source)
     shards = plan_shards(len(items), shard_size)
     job = JobDir(out, fmt)
