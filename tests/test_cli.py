@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_bad_file_is_reported_and_skipped_with_nonzero_exit(tiny_checkpoint, ima
                    tiny_checkpoint)
     assert res.exit_code == 1
     assert "broken.jpg" in res.output and "missing.png" in res.output
-    assert "2 input(s) failed" in res.output
+    assert "2 inputs failed" in res.output
     assert (out / "cat.json").exists() and (out / "sub/astronaut.json").exists()  # good inputs still done
     assert not (out / "broken.json").exists()
     assert "Traceback" not in res.output
@@ -220,7 +221,7 @@ def test_pixel_and_byte_limits_refuse_one_image_and_keep_going(tiny_checkpoint, 
     """cat.jpg is 451x300 = 135300 pixels, the astronaut 128x128 = 16384: a limit between them refuses only the cat."""
     out = tmp_path / "out"
     res = _segment([str(images), "-p", "cat", "-o", str(out), "--max-pixels", "135299"], tiny_checkpoint)
-    assert res.exit_code == 1 and "1 input(s) failed" in res.output
+    assert res.exit_code == 1 and "1 input failed" in res.output
     assert "135300" in res.output or "pixels" in res.output
     assert (out / "sub/astronaut.json").exists() and not (out / "cat.json").exists()
     assert _segment([str(images), "-p", "cat", "-o", str(tmp_path / "ok"), "--max-pixels", "135300"],
@@ -228,3 +229,33 @@ def test_pixel_and_byte_limits_refuse_one_image_and_keep_going(tiny_checkpoint, 
     size_mb = (images / "cat.jpg").stat().st_size / 2**20
     res = _segment([str(images), "-p", "cat", "-o", str(tmp_path / "b"), "--max-mb", f"{size_mb * 0.99:.6f}"], tiny_checkpoint)
     assert res.exit_code == 1 and "cat.jpg" in res.output
+
+
+def test_version():
+    from sam3studio import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"sam3studio {__version__}"
+
+
+@pytest.mark.parametrize("command, expected", [
+    ("serve", ["[default: (7860)]", "SAM3STUDIO_PORT", "[default: (127.0.0.1)]", "SAM3STUDIO_MODEL",
+               "[default: (facebook/sam3)]", "SAM3STUDIO_API_KEY"]),
+    ("bench", ["[default: (3, 1 with --quick)]", "[default: random]"]),
+    ("batch", ["[default: (RAY_ADDRESS, else a new local Ray)]"]),
+])
+def test_help_shows_defaults_and_environment_variables(command, expected):
+    res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}, terminal_width=200)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for needle in expected:
+        assert needle in text, needle
+    assert not re.search(r"\w \.(\s|$)", text)  # a default swallowed by markup used to leave "Port ."
+
+
+@pytest.mark.parametrize("n, word, expected", [(0, "frame", "0 frames"), (1, "frame", "1 frame"),
+                                               (2, "input", "2 inputs"), (1, "instance", "1 instance")])
+def test_plural(n, word, expected):
+    from sam3studio.cli.common import plural
+
+    assert plural(n, word) == expected

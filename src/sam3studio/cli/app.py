@@ -8,12 +8,14 @@ modules import `sam3studio.cli.common`, never this module.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
+from sam3studio import __version__
 from sam3studio.cli import batch, bench, info, prompt, segment, serve, track
 from sam3studio.cli import eval as eval_
-from sam3studio.cli.common import err_console
+from sam3studio.cli.common import console, err_console
 
 app = typer.Typer(
     name="sam3studio",
@@ -22,6 +24,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"sam3studio {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Show the version and exit.")] = False) -> None:
+    """Segment anything by text with SAM 3: type 'dog' or 'red car', get every matching object."""
+
 
 app.command()(segment.segment)
 app.command()(serve.serve)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sam3studio.cli.common import DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, quiet_libraries
+from sam3studio.cli.common import DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, plural, quiet_libraries
 from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
 
 __all__ = ["batch_command"]
@@ -70,9 +70,8 @@ def batch_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for shard-NNNNN.jsonl files (re-run to resume).",
                                       show_default=False)],
     engine: Annotated[str, typer.Option("--engine", help="local (this process) or ray (Ray Data actor pool).")] = "local",
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster: auto, ray://head:10001, ... "
-                                                    "[default: RAY_ADDRESS, else a new local Ray]",
-                                                    show_default=False)] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster: auto, ray://head:10001, ...",
+                                                    show_default="RAY_ADDRESS, else a new local Ray")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per Ray Data batch (ray engine).")] = 8,
     num_workers: Annotated[int, typer.Option("--num-workers", help="Model actors, each loads SAM 3 once (ray engine).")] = 1,
     gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="GPUs per actor, e.g. 1 (ray engine).")] = 0.0,
@@ -130,12 +129,13 @@ def batch_command(
             note = f" [yellow](not understood: {', '.join(tr.unknown)})[/]" if tr.unknown else ""
             console.print(f"Prompt [bold]{escape(q)}[/] → {escape(tr.query)}{note}", highlight=False)
     n_shards, done = len(plan.shards), len(plan.shards) - len(plan.pending)
-    console.print(f"{len(plan.items)} inputs from {escape(str(source))} → {n_shards} shard(s) of up to {shard_size} in "
+    console.print(f"{plural(len(plan.items), 'input')} from {escape(str(source))} → {plural(n_shards, 'shard')} "
+                  f"of up to {shard_size} in "
                   f"{escape(str(out))} "
                   f"({done} already done, {len(plan.pending)} to do)", highlight=False, soft_wrap=True)
     if not plan.pending:
         console.print(f"Nothing to do: every shard is written (use --overwrite to redo). "
-                      f"{plan.job.count_errors(range(n_shards))} failed input(s) are listed in shard-*.errors.jsonl.",
+                      f"Failed inputs: {plan.job.count_errors(range(n_shards))}, listed in shard-*.errors.jsonl.",
                       highlight=False, soft_wrap=True)
         return
 
@@ -195,10 +195,14 @@ def _run(plan: Any, spec: Any, engine: str, ray_options: Any, *, model: str, out
     finally:
         status.stop()
 
-    rate = summary.images_ok + summary.images_failed
-    console.print(f"Done in {summary.seconds:.1f} s: {summary.shards_written} shard(s) written, {summary.shards_skipped} "
-                  f"skipped (already done); {summary.images_ok} image(s) ok, {summary.images_failed} failed"
-                  + (f" ({summary.seconds / rate:.2f} s/image)" if rate else "") + ".", highlight=False, soft_wrap=True)
+    images = summary.images_ok + summary.images_failed
+    work_s = max(summary.seconds - summary.startup_seconds, 0.0)
+    startup = "loading the model" if engine == "local" else "starting Ray"
+    console.print(f"Done in {summary.seconds:.1f} s ({startup} {summary.startup_seconds:.1f} s"
+                  + (f", then {work_s / images:.2f} s/image" if images else "") + "): "
+                  f"{plural(summary.shards_written, 'shard')} written, {summary.shards_skipped} skipped (already done); "
+                  f"{plural(summary.images_ok, 'image')} ok, {summary.images_failed} failed.", highlight=False,
+                  soft_wrap=True)
     if summary.errors_total:
-        err_console.print(f"[yellow]{summary.errors_total} input(s) failed in this job; the reasons are in "
+        err_console.print(f"[yellow]{plural(summary.errors_total, 'input')} failed in this job; the reasons are in "
                           f"{escape(str(out))}/shard-*.errors.jsonl[/]", highlight=False, soft_wrap=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sam3studio.cli.common import console, err_console, fail, quiet_libraries
+from sam3studio.cli.common import console, err_console, fail, plural, quiet_libraries
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -85,7 +85,7 @@ def bench_table(report: dict[str, Any]) -> Table:
     if "postprocess" in report:
         pp = report["postprocess"]
         w, h = pp["image_size"]
-        table.add_row("postprocess", f"{pp['instances']} instances at {w}x{h}", _s(pp["postprocess_s"]), "", "",
+        table.add_row("postprocess", f"{plural(pp['instances'], 'instance')} at {w}x{h}", _s(pp["postprocess_s"]), "", "",
                       "[dim]synthetic logits, real shapes[/]")
         table.add_row("", f"JSON + RLE ({pp['json_bytes'] / 1024:,.0f} KiB)", _s(pp["json_s"]), "", "", "")
         table.add_row("", "share of model time", _s(pp["postprocess_s"] + pp["json_s"]), f"{_s(pp['model_s'])} model",
@@ -139,8 +139,8 @@ def bench_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, float32 or bfloat16 (our engine; the baseline is "
                                        "always float32).")] = "auto",
-    repeats: Annotated[int | None, typer.Option("--repeats", "-n", help="Timed runs per figure, after one warm-up "
-                                                "[default: 3, 1 with --quick].", show_default=False)] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", "-n", help="Timed runs per figure, after one warm-up.",
+                                                show_default="3, 1 with --quick")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="K = 1 and 5 prompts only, 1 repeat, no API section.")] = False,
     only: Annotated[str | None, typer.Option("--only", help="Comma list of sections: prompts, dtype, postprocess, api, "
                                              "memory, tflops.", show_default=False)] = None,

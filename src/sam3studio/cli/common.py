@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Annotated
+from typing import Annotated, Any
 
 import rich.markup
 import typer
 from rich.console import Console
 
 __all__ = ["DebugOpt", "DeviceOpt", "DtypeOpt", "ModelOpt", "TranslatorOpt", "console", "err_console", "fail",
-           "quiet_libraries"]
+           "plural", "quiet_libraries", "setting_option"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -54,3 +54,22 @@ def quiet_libraries(debug: bool) -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
+
+
+def setting_option(name: str, *flags: str, help: str) -> Any:
+    """A Typer option for the `Settings` field ``name``: its default and ``SAM3STUDIO_<NAME>`` shown in --help.
+
+    The option's own default is None (an unset flag leaves the field to the environment and `Settings`);
+    the environment variable is read by Typer and validated by `Settings`, like the flag.
+    """
+    from sam3studio.settings import Settings
+
+    field = Settings.model_fields[name]
+    default = field.default
+    shown = "unset" if default is None else str(default.value if hasattr(default, "value") else default)
+    return typer.Option(*flags, help=help, envvar=f"SAM3STUDIO_{name.upper()}", show_envvar=True, show_default=shown)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 frame``, ``2 frames``; ``many`` for irregular plurals."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"

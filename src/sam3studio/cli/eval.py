@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sam3studio.cli.common import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, quiet_libraries
+from sam3studio.cli.common import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, plural, quiet_libraries
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -41,8 +41,8 @@ def _summary_table(report: EvalReport, title: str) -> Table:
     table.add_column("notes", overflow="fold")
     ds = report.dataset
     table.add_row("images / pairs", f"{ds['images']} / {ds['pairs']}",
-                  f"{ds['format']}, {ds['categories']} prompts, {ds['positive_pairs']} positive, "
-                  f"{ds['annotations']} instances")
+                  f"{ds['format']}, {plural(ds['categories'], 'prompt')}, {ds['positive_pairs']} positive, "
+                  f"{plural(ds['annotations'], 'instance')}")
     for kind, label in (("segm", "mask"), ("bbox", "box")):
         ap = report.ap.get(kind)
         if ap is None:

@@ -27,6 +27,7 @@ from sam3studio.cli.common import (
     console,
     err_console,
     fail,
+    plural,
     quiet_libraries,
 )
 from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
@@ -172,5 +173,5 @@ def segment(
         table.add_row(*row)
     console.print(table)
     if failed:
-        err_console.print(f"[red]{failed} input(s) failed[/]")
+        err_console.print(f"[red]{plural(failed, 'input')} failed[/]")
         raise typer.Exit(1)
