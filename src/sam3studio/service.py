@@ -235,7 +235,7 @@ class SegmentService:
             try:
                 self.segmenter = load_segmenter(self.settings.model, device=self.settings.device,
                                                 dtype=self.settings.dtype, translator=self.settings.translator,
-                                                compile=self.settings.compile)
+                                                compile=self.settings.compile, backend=self.settings.backend)
                 self.load_error = None
                 log.info("Model ready in %.1f s: %s", time.perf_counter() - t0, self.segmenter.info())
             except Exception as exc:  # kept and shown: the server stays up to say what went wrong

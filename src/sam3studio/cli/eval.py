@@ -11,7 +11,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sam3studio.cli.common import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, plural, quiet_libraries
+from sam3studio.cli.common import (
+    BackendOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    console,
+    err_console,
+    fail,
+    model_line,
+    plural,
+    quiet_libraries,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -116,6 +128,7 @@ def eval_command(
     model: ModelOpt = "facebook/sam3",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    backend: BackendOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
     """Measure the model on labelled data (COCO or SA-Co): mask/box AP, presence F1, cgF1, a threshold sweep."""
@@ -154,11 +167,11 @@ def eval_command(
 
         with console.status(f"Loading SAM 3 from [bold]{model}[/] …"):
             try:
-                segmenter = load_segmenter(model, device=device, dtype=dtype)
+                segmenter = load_segmenter(model, device=device, dtype=dtype, backend=backend)
             except (ModelSourceError, InputError) as exc:
                 raise fail(str(exc), debug) from None
         info = segmenter.info()
-        console.print(f"Model [bold]{info['source']}[/] on {info['device']} ({info['dtype']})", highlight=False)
+        console.print(model_line(info), highlight=False)
         progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("images"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                             console=console, disable=len(dataset.images) < 2)
