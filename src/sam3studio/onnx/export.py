@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sam3studio.errors import InputError, ModelSourceError
+from sam3studio.errors import InputError, ModelSourceError, install_hint
 from sam3studio.io.files import atomic_write_json
 from sam3studio.model import RANDOM_SOURCE, load_model, resolve_checkpoint
 from sam3studio.onnx.manifest import FORMAT, FORMAT_VERSION, MANIFEST, Manifest, read_manifest
@@ -51,6 +51,15 @@ def _torch():
     import torch
 
     return torch
+
+
+def require_onnx() -> None:
+    """Raise `ModelSourceError` with the install command when the ``onnx`` extra is missing."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelSourceError(f"ONNX export needs {', '.join(missing)} (the onnx extra): {install_hint('onnx')}")
 
 
 # ---------------------------------------------------------------------------- the graphs as modules
@@ -329,7 +338,6 @@ def _to_float16(path: Path) -> None:
     """Convert a float32 graph to float16 weights and compute, float32 inputs and outputs (ONNX Runtime's converter)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
-
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     proto = onnx.load(str(path))
@@ -369,6 +377,7 @@ def export_model(model: Any, processor: Any, out: str | Path, *, source: str, op
     from sam3studio import __version__
 
     check_options(opset, dtype, quantize)
+    require_onnx()
     param = next(model.parameters())
     if param.device.type != "cpu" or param.dtype != torch.float32:
         raise InputError(f"export needs the model on the CPU in float32, got {param.device} {param.dtype}")
@@ -417,6 +426,7 @@ def export_onnx(source: str, out: str | Path, *, opset: int = DEFAULT_OPSET, dty
                 progress: Callable[[str], None] | None = None) -> Manifest:
     """Load ``source`` (any `load_model` source) on the CPU in float32 and export it to ``out`` (`export_model`)."""
     check_options(opset, dtype, quantize)
+    require_onnx()
     if (Path(out).expanduser() / MANIFEST).exists() and not overwrite:
         raise InputError(f"{out} already holds an export (manifest.json); pass --overwrite to replace it")
     say = progress or (lambda _m: None)

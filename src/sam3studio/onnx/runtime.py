@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sam3studio.core import HeadOutputs, Segmenter
-from sam3studio.errors import ModelSourceError
+from sam3studio.errors import ModelSourceError, install_hint
 from sam3studio.model import RANDOM_SOURCE, resolve_checkpoint
 from sam3studio.onnx.export import export_onnx
 from sam3studio.onnx.manifest import MANIFEST, Manifest, is_onnx_export, read_manifest
@@ -37,8 +37,8 @@ _GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "CoreMLExecu
 def _ort():
     try:
         import onnxruntime
-    except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
-        raise ModelSourceError("the onnxruntime backend needs the onnxruntime package: pip install onnxruntime") from None
+    except ImportError:
+        raise ModelSourceError(f"the onnxruntime backend needs the onnx extra: {install_hint('onnx')}") from None
     return onnxruntime
 
 
