@@ -345,3 +345,43 @@ def test_batch_worker_and_serve_settings_take_the_backend(onnx_export, cat_photo
 def test_an_unknown_backend_is_refused(tiny_checkpoint):
     with pytest.raises(ModelSourceError, match="unknown backend 'tensorrt'"):
         load_segmenter(str(tiny_checkpoint), backend="tensorrt")
+
+
+# ---------------------------------------------------------------------------- the benchmark section
+def test_bench_onnxruntime_section_reports_both_backends(onnx_export, tiny_checkpoint, tmp_path):
+    out = tmp_path / "bench.json"
+    res = runner.invoke(app, ["bench", "--model", str(tiny_checkpoint), "--device", "cpu", "--dtype", "float32",
+                              "--backend", "onnxruntime", "--onnx", str(onnx_export), "--only", "onnxruntime", "--quick",
+                              "--image-size", "320x240", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert set(report) == {"meta", "onnxruntime"}
+    r = report["onnxruntime"]
+    gemm = r["gemm"]
+    assert all(gemm[k] > 0 for k in ("torch_float32", "torch_bfloat16", "ort_float32", "ort_int8"))
+    assert [row["run"] for row in r["vision"]] == ["torch_float32", "torch_bfloat16", "ort_float32", "ort_int8"]
+    for row in r["vision"]:
+        assert row["vision_s"] > 0
+        assert row["achieved_tflops"] == pytest.approx(r["vision_flops"] / row["vision_s"] / 1e12)
+        assert row["of_gemm"] == pytest.approx(row["achieved_tflops"] / gemm[row["run"]])
+    times = {row["run"]: row["vision_s"] for row in r["vision"]}
+    goals = r["goals"]
+    assert goals["fp32_vs_torch_fp32"]["ratio"] == pytest.approx(times["ort_float32"] / times["torch_float32"])
+    assert goals["int8_vs_torch_bf16"]["ratio"] == pytest.approx(times["torch_bfloat16"] / times["ort_int8"])
+    assert [row["k"] for row in r["end_to_end"]] == [1, 5]
+    assert all(row[f"{b}_s"] > 0 for row in r["end_to_end"] for b in ("torch", "ort_float32", "ort_int8"))
+    for name, prof in r["profile"].items():
+        assert prof["top_ops"] and sum(op["share"] for op in prof["top_ops"]) <= 1.0 + 1e-9, name
+    assert r["feature_cosine"]["ort_float32_vs_torch_float32"] > 0.99999
+    assert r["feature_cosine"]["ort_int8_vs_ort_float32"] > 0.999
+    assert r["masks"]["ort_float32_vs_torch"]["mean_iou"] > 0.999 and r["masks"]["ort_int8_vs_torch"]["mean_iou"] > 0.98
+    assert "onnxruntime" in res.output and "GEMM" in res.output  # the table (folded to the runner's width)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--backend", "tensorrt"], "--backend must be one of torch, onnxruntime"),
+    (["--backend", "onnxruntime", "--onnx", "/nonexistent"], "not a folder written by"),
+])
+def test_bench_refuses_bad_onnx_options_in_one_line(args, match):
+    res = runner.invoke(app, ["bench", "--model", "/some/checkpoint", *args])
+    assert res.exit_code == 2 and match in res.output, res.output

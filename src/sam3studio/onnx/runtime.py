@@ -75,7 +75,9 @@ class OnnxRuntimeBackend:
     supports_refine = False
 
     def __init__(self, manifest: Manifest, *, vision: str = "auto", providers: list[str] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, share: OnnxRuntimeBackend | None = None) -> None:
+        """``share``: another backend of the same export whose text and head sessions this one reuses (only the
+        vision graph differs, e.g. float32 and int8 side by side without holding the text encoder twice)."""
         ort = _ort()
         self.manifest = manifest
         self.vision_role = manifest.vision_role(vision)
@@ -86,6 +88,9 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = threads
         self.sessions = {}
         for role in (self.vision_role, "text_encoder", "prompt_heads", "prompt_heads_boxes"):
+            if share is not None and role in share.sessions and role != self.vision_role:
+                self.sessions[role] = share.sessions[role]
+                continue
             path = manifest.path(role)
             try:
                 self.sessions[role] = ort.InferenceSession(str(path), options, providers=self.providers)
