@@ -385,3 +385,28 @@ def test_bench_onnxruntime_section_reports_both_backends(onnx_export, tiny_check
 def test_bench_refuses_bad_onnx_options_in_one_line(args, match):
     res = runner.invoke(app, ["bench", "--model", "/some/checkpoint", *args])
     assert res.exit_code == 2 and match in res.output, res.output
+
+
+# ---------------------------------------------------------------------------- docs/deploy.md's example
+def test_the_docs_example_runs_with_onnxruntime_alone_and_agrees(onnx_export, tmp_path, cat_photo):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    section = doc.split("## Run it without sam3studio", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 40
+    Image.fromarray(cat_photo).save(tmp_path / "cat.png")
+    # No torch, no transformers, no sam3studio: importing any of them fails in this process.
+    blocker = "import sys\nfor m in ('torch', 'transformers', 'sam3studio'):\n    sys.modules[m] = None\n"
+    script = tmp_path / "run.py"
+    script.write_text(blocker + code)
+    done = subprocess.run([sys.executable, str(script), str(onnx_export), str(tmp_path / "cat.png"), "cat", str(LOW)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    found = [float(x) for x in re.findall(r"score ([0-9.]+)", done.stdout)]
+    engine = load_segmenter(str(onnx_export), device="cpu").segment(cat_photo, "cat", score_threshold=LOW)
+    assert len(found) == len(engine) > 0
+    np.testing.assert_allclose(sorted(found), sorted(engine.scores), atol=2e-3)
