@@ -410,3 +410,13 @@ def test_the_docs_example_runs_with_onnxruntime_alone_and_agrees(onnx_export, tm
     engine = load_segmenter(str(onnx_export), device="cpu").segment(cat_photo, "cat", score_threshold=LOW)
     assert len(found) == len(engine) > 0
     np.testing.assert_allclose(sorted(found), sorted(engine.scores), atol=2e-3)
+
+
+def test_without_the_onnx_extra_the_error_says_how_to_install_it(onnx_export, tiny_checkpoint, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the package were not installed
+    with pytest.raises(ModelSourceError, match=r"onnx extra: pip install 'sam3studio\[onnx\]'"):
+        load_segmenter(str(onnx_export), device="cpu")
+    res = runner.invoke(app, ["export-onnx", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "onnxruntime (the onnx extra)" in res.output

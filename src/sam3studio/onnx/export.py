@@ -55,9 +55,14 @@ def _torch():
 
 def require_onnx() -> None:
     """Raise `ModelSourceError` with the install command when the ``onnx`` extra is missing."""
-    import importlib.util
+    import importlib
 
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    missing = []
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise ModelSourceError(f"ONNX export needs {', '.join(missing)} (the onnx extra): {install_hint('onnx')}")
 
