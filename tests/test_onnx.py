@@ -198,9 +198,14 @@ def test_float16_graphs_run_and_agree(onnx_export, tmp_path, cat_photo, torch_se
     (half / "manifest.json").write_text(json.dumps(manifest))
     seg = load_segmenter(str(half), device="cpu")
     assert seg.info()["dtype"] == "float16"
+    from sam3studio.bench.runner import mask_agreement
+
     ref = torch_segmenter.segment(cat_photo, PROMPTS, score_threshold=LOW)
     got = seg.segment(cat_photo, PROMPTS, score_threshold=LOW)
-    assert_same_instances(ref, got, score_atol=5e-3, min_iou=0.95)
+    # float16 rounding may move a query across the score threshold: match instances rather than list them in order
+    agreement = mask_agreement(ref, got)
+    assert agreement["matched"] >= len(ref) - 1 and agreement["unmatched"] <= 2, agreement
+    assert agreement["mean_iou"] >= 0.95 and agreement["max_score_diff"] < 5e-3, agreement
 
 
 # ---------------------------------------------------------------------------- what the backend does not do
