@@ -1,7 +1,7 @@
 """What the user drew on the image tab's canvas: exemplar boxes and refinement clicks (no Gradio here).
 
 The UI keeps one `Marks` per page in a ``gr.State``; these functions change it, draw it over the
-image, and put a refined object into the shown `Segmentation`. Kept apart from `sam3studio.ui` so
+image, and put a refined object into the shown `Segmentation`. Kept apart from the tab modules so
 they are tested without a browser.
 """
 

@@ -16,12 +16,12 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from sam3studio import i18n
+import sam3studio.ui.i18n as i18n
 from sam3studio.errors import Sam3StudioError
 from sam3studio.jobs import JobNotFound, JobRunner
 from sam3studio.results import Segmentation
 from sam3studio.service import SegmentOptions, SegmentService
-from sam3studio.ui_marks import NEW_OBJECT, POSITIVE, Marks, draw, target_choices, with_instance
+from sam3studio.ui.marks import NEW_OBJECT, POSITIVE, Marks, draw, target_choices, with_instance
 
 EXAMPLE_PHOTOS = {  # scikit-image ships these real photos in its wheel: no download
     "cat": lambda d: d.chelsea(),
