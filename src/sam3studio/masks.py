@@ -29,23 +29,25 @@ MASK_FORMATS: tuple[str, ...] = get_args(MaskFormat)
 
 
 def _simplify(contours: list[np.ndarray], max_points: int) -> list[np.ndarray]:
-    """At most ``max_points`` points over all ``contours`` (each ``(n, 2)``): a coarser tolerance each round,
-    and the smallest polygons dropped when even a coarse one does not fit."""
+    """At most ``max_points`` points over all ``contours`` (each ``(n, 2)``): a coarser tolerance each round
+    (a polygon that would fall below 3 points keeps its last shape), then the smallest polygons dropped
+    while they do not fit; the largest one is thinned to fit if it alone is too long."""
     import cv2
 
-    contours = sorted(contours, key=lambda c: -abs(cv2.contourArea(c.astype(np.float32))))
-    epsilon = 0.5
-    while True:
-        out = [cv2.approxPolyDP(c.reshape(-1, 1, 2).astype(np.int32), epsilon, True).reshape(-1, 2) for c in contours]
-        out = [c for c in out if len(c) >= 3]
-        if sum(len(c) for c in out) <= max_points or epsilon > 64:
-            break
+    current = sorted((c.reshape(-1, 2) for c in contours), key=lambda c: -abs(cv2.contourArea(c.astype(np.float32))))
+    epsilon, limit = 0.5, max((int(np.ptp(c, axis=0).max()) for c in current), default=0) + 1
+    while sum(len(c) for c in current) > max_points and epsilon <= limit:
+        coarser = [cv2.approxPolyDP(c.reshape(-1, 1, 2).astype(np.int32), epsilon, True).reshape(-1, 2) for c in current]
+        current = [new if len(new) >= 3 else old for new, old in zip(coarser, current, strict=True)]
         epsilon *= 2
     kept, used = [], 0
-    for c in out:  # largest first: what still does not fit is the smallest parts
+    for c in current:  # largest first: what does not fit is the smallest parts
         if used + len(c) <= max_points:
             kept.append(c)
             used += len(c)
+    if not kept and current:
+        largest = current[0]
+        kept = [largest[np.linspace(0, len(largest) - 1, max_points).round().astype(int)]]
     return kept
 
 

@@ -14,7 +14,6 @@ from sam3studio.cli.common import (
     ModelOpt,
     TranslatorOpt,
     console,
-    err_console,
     fail,
     quiet_libraries,
 )
@@ -67,8 +66,7 @@ def agent_command(
                                llm_api_key=llm_api_key, max_turns=max_turns, time_budget_s=time_budget, out_dir=out,
                                threshold=threshold, vision=not text_only, source=str(image))
     except AgentError as exc:
-        err_console.print(f"[dim]trace: {out / 'trace.json'}[/]", highlight=False)
-        raise fail(str(exc), debug) from None
+        raise fail(f"{exc} (trace: {out / 'trace.json'})", debug) from None
     except InputError as exc:
         raise fail(str(exc), debug, code=2) from None
     except Sam3StudioError as exc:

@@ -320,7 +320,12 @@ class _Run:
         images: list[dict[str, Any]] = []
         for call in calls:
             t1 = time.monotonic()
-            final, result, parts = self._call_tool(call.function.name, call.function.arguments)
+            try:
+                final, result, parts = self._call_tool(call.function.name, call.function.arguments)
+            except AgentError as exc:
+                entry["tools"].append({"name": call.function.name, "arguments": call.function.arguments,
+                                       "error": str(exc)})
+                raise
             entry["tools"].append({"name": call.function.name, "arguments": call.function.arguments, "result": result,
                                    "images": sum(p["type"] == "image_url" for p in parts),
                                    "tool_s": round(time.monotonic() - t1, 3)})
