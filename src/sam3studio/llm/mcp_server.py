@@ -144,8 +144,11 @@ class _Runner:
                     await self._model_ready()
                 stage = "running"
                 answer = await anyio.to_thread.run_sync(lambda: work(gone.is_set), abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            gone.set()  # the client cancelled the call: a request still queued for the model leaves the queue
+            raise
         except TimeoutError:
-            gone.set()  # a request still queued for the model leaves the queue
+            gone.set()
             hint = ("the model is still loading" if stage.startswith("waiting") else
                     "the server is busy or the input is large")
             return error_result(f"{tool} did not finish within timeout_s={timeout_s:g} s ({hint}); "
