@@ -335,3 +335,16 @@ def test_polygon_point_budget():
         xs = np.array(kept[0][0::2])
         assert xs.max() - xs.min() > 60  # the disc, the largest part, always comes first
     assert len(polygons(mask, max_points=64)) == 2 and len(polygons(mask, max_points=3)) == 1
+
+
+def test_serve_mounts_mcp_unless_switched_off(segmenter):
+    from sam3studio.api import create_app
+    from sam3studio.settings import Settings
+
+    def paths(app) -> list[str]:
+        return [getattr(r, "path", "") for r in app.router.routes]
+
+    assert "/mcp" in paths(create_app(Settings(ui=False), segmenter=segmenter))
+    assert "/mcp" not in paths(create_app(Settings(ui=False, mcp=False), segmenter=segmenter))
+    with_ui = paths(create_app(Settings(), segmenter=segmenter))
+    assert with_ui.index("/mcp") < len(with_ui) - 1  # before the UI's mount at /, which takes every other path
