@@ -328,6 +328,8 @@ def eval_command(
     if saved is None or clicks:  # before loading a model: a missing image is a bad input
         _check_images(dataset, debug)
     segmenter = _load_segmenter(model, device, dtype, debug) if saved is None or clicks else None
+    # clicks first: a checkpoint without the tracker fails before the long detection pass
+    click_results = _run_clicks(segmenter, dataset, max_clicks, mask_threshold, model, debug) if clicks else None
     if saved is None:
         saved = _predict_images(segmenter, dataset, mask_threshold, debug)
         if save_predictions is not None:
@@ -335,7 +337,6 @@ def eval_command(
                 saved.save(save_predictions)
             except OSError as exc:
                 raise fail(f"could not write {save_predictions}: {exc}", debug) from None
-    click_results = _run_clicks(segmenter, dataset, max_clicks, mask_threshold, model, debug) if clicks else None
 
     try:
         report = evaluate(dataset, saved, score_threshold=threshold)

@@ -112,8 +112,12 @@ def _gallery(entries: Sequence[dict[str, Any]], dataset: EvalDataset | None, col
         png = crop_png(image, w, h, seg, entry["bbox"], colour)
         name = im.file_name if im is not None else f"image {image_id}"
         score = entry.get("score")
-        caption = (f"<b>{_e(entry['prompt'])}</b> · score {_fmt(score, 2)} · IoU {_fmt(entry.get('best_iou'), 2)}"
-                   f"<br>{_e(name)}")
+        if entry["kind"] == "miss":
+            found = f"below the threshold at score {score:.2f}" if score is not None else "by no detection"
+            detail = f"{entry.get('area', 0):.0f} px, found {found}"
+        else:
+            detail = f"score {_fmt(score, 2)} · best IoU {_fmt(entry.get('best_iou'), 2)}"
+        caption = f"<b>{_e(entry['prompt'])}</b> · {detail}<br>{_e(name)}"
         figures.append(f'<figure><img alt="{_e(entry["kind"])}: {_e(entry["prompt"])}" src="{_data_uri(png)}">'
                        f"<figcaption>{caption}</figcaption></figure>")
     return f'<div class="gallery">{"".join(figures)}</div>'
@@ -156,8 +160,7 @@ def _image_section(report: EvalReport, dataset: EvalDataset | None) -> str:
     parts += [f"<h2>Failure gallery (detection threshold {_fmt(r['score_threshold'], 2)})</h2>",
               "<h3>Worst false positives (highest scores, matched to nothing at IoU 0.5)</h3>",
               _gallery(fails.get("false_positives", []), dataset, (230, 40, 40)),
-              "<h3>Worst misses (largest objects found by no detection)</h3>",
-              '<p class="note">score: the best detection below the threshold that did cover it, if any</p>',
+              "<h3>Worst misses (largest objects no detection above the threshold matched)</h3>",
               _gallery(fails.get("misses", []), dataset, (250, 170, 20))]
     return "".join(parts)
 
@@ -186,7 +189,9 @@ def _clicks_section(clicks: dict[str, Any]) -> str:
     return "".join(["<h2>Clicks to quality (simulated user)</h2>", _table(["metric", "value"], [
         ("objects", clicks.get("objects")), ("NoC@85", clicks.get("noc85")), ("NoC@90", clicks.get("noc90")),
         ("failed to reach 0.85 / 0.90", f"{_fmt(clicks.get('failed85'))} / {_fmt(clicks.get('failed90'))}"),
-        *((f"mIoU after {k} click{'s' if k > 1 else ''}", miou[k - 1]) for k in picks)])])
+        *((f"mIoU after {k} click{'s' if k > 1 else ''}", miou[k - 1]) for k in picks),
+        *((("refinement latency p50 / p99", f"{lat['p50_s'] * 1000:.1f} / {lat['p99_s'] * 1000:.1f} ms"),)
+          if (lat := clicks.get("latency")) else ())])])
 
 
 def _resources(latency: dict[str, Any] | None, memory: dict[str, Any] | None, unit: str) -> str:
