@@ -34,6 +34,9 @@ from sam3studio.evaluation.breakdown import size_breakdown
 from sam3studio.evaluation.data import EvalDataError
 from sam3studio.evaluation.video_data import VideoDataset, VideoPredictions
 
+# --no-deps: trackeval requires opencv-python, which would overwrite our opencv-python-headless (docs/eval.md).
+TRACKEVAL_INSTALL = "pip install --no-deps 'trackeval>=1.3,<2' (make install does this)"
+
 __all__ = ["VideoReport", "evaluate_video", "spatio_temporal_iou", "track_metrics", "trackeval_sequence"]
 
 _HOTA_KEYS = {"hota": "HOTA", "deta": "DetA", "assa": "AssA", "detre": "DetRe", "detpr": "DetPr",
@@ -80,7 +83,7 @@ def _metrics() -> tuple[Any, Any, Any]:
     try:
         import trackeval
     except ImportError:  # an optional extra: say how to get it
-        raise EvalDataError("video metrics need trackeval: pip install 'sam3studio[eval]'") from None
+        raise EvalDataError(f"video metrics need trackeval: {TRACKEVAL_INSTALL}") from None
     with contextlib.redirect_stdout(io.StringIO()):  # each metric prints its config when built
         return (trackeval.metrics.HOTA(), trackeval.metrics.Identity({"PRINT_CONFIG": False}),
                 trackeval.metrics.CLEAR({"PRINT_CONFIG": False}))
