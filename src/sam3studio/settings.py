@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(False, description="Allow image_url to reach private addresses (trusted networks only)")
 
     ui: bool = Field(True, description="Serve the Gradio UI at /")
+    mcp: bool = Field(True, description="Serve the MCP server (tools for language models) at /mcp")
     # Access: both off by default (local use); `serve` warns when listening beyond loopback without them.
     api_key: SecretStr | None = Field(None, description="Key the REST API requires (X-API-Key or Authorization: Bearer)")
     ui_auth: SecretStr | None = Field(None, description="'user:password' the web UI requires")

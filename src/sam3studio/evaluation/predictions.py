@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam3studio.evaluation.data import EvalDataError, EvalDataset, EvalImage, _read_json
+from sam3studio.evaluation.resources import peak_memory
 from sam3studio.io.files import atomic_write_json
 
 if TYPE_CHECKING:
@@ -174,6 +175,7 @@ def predict(
         if on_image is not None:
             on_image(image)
     meta = {"segmenter": segmenter.info(), "score_threshold": score_threshold, "mask_threshold": mask_threshold,
-            "max_per_prompt": max_per_prompt, "ground_truth": dataset.source, "images": len(dataset.images)}
+            "max_per_prompt": max_per_prompt, "ground_truth": dataset.source, "images": len(dataset.images),
+            "memory": peak_memory(getattr(segmenter, "device", None))}
     return Predictions(detections, presence, latency, meta)
 
