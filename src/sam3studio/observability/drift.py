@@ -8,7 +8,10 @@ evaluation run (`sam3studio eval --save-baseline`), and two of them compare with
 index (`psi`). Prompts are compared after `normalize_prompt`.
 
 Reading PSI (the usual rule of thumb in credit scoring, where the index comes from): under 0.1 the two
-distributions are alike, 0.1-0.25 a moderate shift worth watching, above 0.25 a real change.
+distributions are alike, 0.1-0.25 a moderate shift worth watching, above 0.25 a real change. Small samples
+differ by chance too: between two samples of one distribution, PSI is about (1/n + 1/m) times a chi-square
+variable with (bins - 1) degrees of freedom (Yurdakul, 2018). `compare` therefore flags a metric only when its
+PSI passes both the threshold and what chance alone reaches 99 times in 100 at those sample sizes (`noise`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 from sam3studio.io.files import atomic_write_json
 
 __all__ = ["BASELINE_FORMAT", "BINS", "METRICS", "OTHER", "Distributions", "PromptDrift", "bin_index", "compare",
-           "normalize_prompt", "outcome", "parse_duration", "psi"]
+           "noise", "normalize_prompt", "outcome", "parse_duration", "psi"]
 
 METRICS = ("presence", "top_score", "instances")
 # Upper edges (inclusive) of each metric's bins; the last bin is open. Scores: ten bins of 0.1 on [0, 1].
@@ -71,6 +74,17 @@ def bin_index(metric: str, value: float) -> int:
         if value <= edge:
             return i
     return len(edges)
+
+
+def noise(reference: Sequence[float], current: Sequence[float], quantile: float = 0.99) -> float:
+    """The PSI that two samples of one distribution, as large as these, stay below with probability ``quantile``."""
+    from scipy.stats import chi2  # deferred: scipy.stats is slow to import and only reports need it
+
+    r, c = np.asarray(reference, dtype=float), np.asarray(current, dtype=float)
+    bins = int(np.count_nonzero((r + c) > 0))
+    if bins < 2:
+        return 0.0
+    return float(chi2.ppf(quantile, bins - 1) * (1 / r.sum() + 1 / c.sum()))
 
 
 def psi(reference: Sequence[float], current: Sequence[float]) -> float:
@@ -162,14 +176,16 @@ class Distributions:
 
 @dataclass(frozen=True)
 class PromptDrift:
-    """One prompt's comparison. ``status``: drift (some PSI >= the threshold), watch (>= 0.1), stable,
-    too_few (either side has fewer than ``min_count`` images), new (absent from the reference) or gone."""
+    """One prompt's comparison. ``status``: drift (some metric's PSI >= the threshold and >= its noise),
+    watch (>= 0.1 and >= the noise), stable, too_few (either side has fewer than ``min_count`` images), new
+    (absent from the reference) or gone (absent now)."""
 
     prompt: str
     reference_n: int
     current_n: int
     psi: dict[str, float | None]
     status: str
+    noise: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def max_psi(self) -> float | None:
@@ -179,7 +195,9 @@ class PromptDrift:
     def to_dict(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "reference_n": self.reference_n, "current_n": self.current_n,
                 "psi": {k: (None if v is None else round(v, 6)) for k, v in self.psi.items()},
-                "max_psi": None if self.max_psi is None else round(self.max_psi, 6), "status": self.status}
+                "max_psi": None if self.max_psi is None else round(self.max_psi, 6),
+                "noise": {k: (None if v is None else round(v, 6)) for k, v in self.noise.items()},
+                "status": self.status}
 
 
 def compare(reference: Distributions, current: Distributions, *, threshold: float = PSI_DRIFT,
@@ -192,16 +210,19 @@ def compare(reference: Distributions, current: Distributions, *, threshold: floa
     for prompt in names:
         n_ref, n_cur = reference.total(prompt), current.total(prompt)
         values: dict[str, float | None] = dict.fromkeys(METRICS)
+        chance: dict[str, float | None] = dict.fromkeys(METRICS)
         if n_ref == 0 or n_cur == 0:
             status = "new" if n_ref == 0 else "gone"
         elif n_ref < min_count or n_cur < min_count:
             status = "too_few"
         else:
             for m in METRICS:
-                values[m] = psi(reference.counts[prompt][m], current.counts[prompt][m])
-            worst = max(v for v in values.values() if v is not None)
+                ref, cur = reference.counts[prompt][m], current.counts[prompt][m]
+                values[m], chance[m] = psi(ref, cur), noise(ref, cur)
+            beyond = [v for m, v in values.items() if v is not None and v >= chance[m]]  # type: ignore[operator]
+            worst = max(beyond, default=0.0)
             status = "drift" if worst >= threshold else "watch" if worst >= min(PSI_WATCH, threshold) else "stable"
-        out.append(PromptDrift(prompt, n_ref, n_cur, values, status))
+        out.append(PromptDrift(prompt, n_ref, n_cur, values, status, chance))
     order = {"drift": 0, "watch": 1, "stable": 2, "too_few": 3, "new": 4, "gone": 5}
     return sorted(out, key=lambda d: (order[d.status], -(d.max_psi or 0.0), -d.current_n, d.prompt))
 
