@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -238,9 +239,7 @@ def drift_dir(tmp_path):
 
 
 def _until(before_s: float = 0.0):
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(NOW - before_s, timezone.utc).isoformat()
+    return datetime.fromtimestamp(NOW - before_s, UTC).isoformat()
 
 
 def test_drift_cli_compares_two_windows(drift_dir):

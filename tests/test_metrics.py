@@ -290,3 +290,40 @@ def test_configure_logging_writes_json_lines_or_text():
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+# ---------------------------------------------------------------------------- docs
+def test_docs_and_dashboard_name_only_metrics_that_exist(client):
+    import re
+    from pathlib import Path
+
+    assert _segment(client, _png()).status_code == 200
+    families = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    dashboard = json.loads((docs / "grafana" / "sam3studio.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    text = re.sub(r"[a-z0-9_]+_\*", "", (docs / "operations.md").read_text() + exprs)  # `sam3studio_drift_*`
+    named = set(re.findall(r"\b((?:sam3studio|process|python)_[a-z0-9_]*[a-z0-9])\b", text))
+    named = {n for n in named if not n.startswith("sam3studio_cuda_")}  # CUDA ones appear on CUDA only
+    suffix = re.compile(r"_(total|bucket|count|sum|created|info)$")
+    missing = sorted(n for n in named if n not in families and suffix.sub("", n) not in families)
+    assert not missing, f"named in docs/operations.md or the dashboard but not served: {missing}"
+
+
+def test_cuda_memory_is_reported_once_cuda_is_in_use(monkeypatch, settings, segmenter):
+    """No GPU here: torch.cuda's answers are stubbed, to check what the collector makes of them."""
+    import torch
+
+    from sam3studio.observability.metrics import StateCollector
+
+    service = SegmentService(settings, segmenter=segmenter)
+    names = lambda: {f.name for f in StateCollector(service).collect()}  # noqa: E731
+    assert not any(n.startswith("sam3studio_cuda_") for n in names())  # no CUDA: nothing, and CUDA is not started
+    for attr, fake in (("is_available", lambda: True), ("is_initialized", lambda: True), ("device_count", lambda: 2),
+                       ("memory_allocated", lambda i: 100 + i), ("memory_reserved", lambda i: 200 + i),
+                       ("max_memory_allocated", lambda i: 300 + i)):
+        monkeypatch.setattr(torch.cuda, attr, fake)
+    families = {f.name: f for f in StateCollector(service).collect()}
+    allocated = families["sam3studio_cuda_memory_allocated_bytes"]
+    assert [(s.labels, s.value) for s in allocated.samples] == [({"device": "0"}, 100), ({"device": "1"}, 101)]
+    assert families["sam3studio_cuda_memory_max_allocated_bytes"].samples[1].value == 301

@@ -126,9 +126,8 @@ class StateCollector(Collector):
         yield _gauge("sam3studio_model_loading", "1 while the model is loading", int(service.loading))
         yield _gauge("sam3studio_model_load_failed", "1 when the last load failed (the reason is in /api/v1/ready)",
                      int(bool(service.load_error)))
-        seconds = getattr(service, "load_seconds", None)
-        if seconds is not None:
-            yield _gauge("sam3studio_model_load_seconds", "How long loading the model took", seconds)
+        yield _gauge("sam3studio_model_load_seconds", "How long loading the model took (no sample before a load, "
+                     "or when the app was given a loaded model)", getattr(service, "load_seconds", None))
         seg = service.segmenter
         if seg is not None and hasattr(seg, "info"):
             info = InfoMetricFamily("sam3studio_model", "The loaded model")
