@@ -4,13 +4,14 @@ mounted at /, JSON logs) before and after a few segment requests and a bad one."
 from __future__ import annotations
 
 import io
+import json
 
 import httpx
 import numpy as np
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from _server import running_server
+from _server import LOGS, running_server
 
 SEGMENT = "/api/v1/segment"
 
@@ -43,6 +44,16 @@ def test_scrape_before_and_after_requests_to_a_real_server(tiny_checkpoint):
             ids.append(resp.headers.get("x-request-id"))
         bad = httpx.post(f"{url}{SEGMENT}", json={"prompt": "cat"}, timeout=30)  # no image: 422
         after = _scrape(url)
+        log = LOGS[url]
+        log.flush()
+        log.seek(0)
+        lines = [line for line in log.read().decode("utf-8").splitlines() if line.strip()]
+
+    records = [json.loads(line) for line in lines]  # every line of the server's output is one JSON object
+    access = [r for r in records if r["logger"] == "sam3studio.access"]
+    assert [(r["request_id"], r["status"]) for r in access] == [*((f"check-{i}", 200) for i in range(sent)),
+                                                               (bad.headers["x-request-id"], 422)]
+    assert all(r["prompts"] == 2 for r in access[:sent])
 
     assert ids == [f"check-{i}" for i in range(sent)]
     assert bad.status_code == 422 and bad.json()["error"]["request_id"] == bad.headers["x-request-id"]

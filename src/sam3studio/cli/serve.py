@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -63,11 +64,17 @@ def serve(
     from sam3studio.observability.logs import configure_logging
 
     configure_logging(settings.log_format)
-
-    for warning in access_warnings(settings):
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    console.print(f"Loading SAM 3 from [bold]{settings.model}[/] in the background; "
-                  f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
+    if settings.log_format == "json":  # every line a JSON object: the banner and warnings become log records
+        log = logging.getLogger("sam3studio.serve")
+        for warning in access_warnings(settings):
+            log.warning(warning)
+        log.info("serving on http://%s:%d/ (UI at /, API docs at /docs); loading SAM 3 from %s in the background",
+                 settings.host, settings.port, settings.model)
+    else:
+        for warning in access_warnings(settings):
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"Loading SAM 3 from [bold]{settings.model}[/] in the background; "
+                      f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
     # JSON lines: uvicorn's own records go through our handler too (no log config of its own).
     log_config = {"log_config": None} if settings.log_format == "json" else {}
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info" if debug else "warning",

@@ -43,8 +43,9 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 class Observability:
     """The metrics, the drift store and the access log of one app.
 
-    ``quiet_routes`` (probes, the scrape itself) and routes outside ``loud_prefix`` (the UI's assets and
-    event streams) are logged at DEBUG when they succeed; other requests at INFO, 5xx at WARNING.
+    ``quiet_routes`` (probes, the scrape itself) are logged at DEBUG whatever they answer; other requests
+    at WARNING for a 5xx, else INFO under ``loud_prefix`` (the API) and DEBUG outside (the UI's assets and
+    event streams).
     """
 
     def __init__(self, settings: Settings, service: SegmentService | None = None, jobs: JobRunner | None = None,
@@ -102,9 +103,11 @@ class Observability:
 
     def _log_access(self, scope: Scope, method: str, route: str, status: int, seconds: float,
                     ctx: RequestContext) -> None:
-        if status >= 500:
+        if route in self.quiet_routes:  # probes and scrapes: their answers (even 503 while loading) are routine
+            level = logging.DEBUG
+        elif status >= 500:
             level = logging.WARNING
-        elif route.startswith(self.loud_prefix) and (route not in self.quiet_routes or status >= 400):
+        elif route.startswith(self.loud_prefix):
             level = logging.INFO
         else:
             level = logging.DEBUG
