@@ -16,6 +16,7 @@ PSI passes both the threshold and what chance alone reaches 99 times in 100 at t
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -69,11 +70,7 @@ def normalize_prompt(text: str) -> str:
 def bin_index(metric: str, value: float) -> int:
     """The bin of ``value``: the first upper edge it does not exceed (scores above 0.9 and large counts
     go to the last, open bin)."""
-    edges = BINS[metric]
-    for i, edge in enumerate(edges):
-        if value <= edge:
-            return i
-    return len(edges)
+    return bisect.bisect_left(BINS[metric], value)
 
 
 def noise(reference: Sequence[float], current: Sequence[float], quantile: float = 0.99) -> float:

@@ -96,9 +96,7 @@ class Observability:
         method = str(scope.get("method", ""))
         if self.settings.metrics:
             self.metrics.in_flight.dec()
-            labels = (route, method if method in _METHODS else "other", str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.duration.labels(*labels).observe(seconds)
+            self.metrics.observe_request(route, method if method in _METHODS else "other", str(status), seconds)
         self._log_access(scope, method, route, status, seconds, ctx)
 
     def _log_access(self, scope: Scope, method: str, route: str, status: int, seconds: float,
@@ -131,7 +129,7 @@ class Observability:
             for stage in MODEL_STAGES:
                 value = seg.timings.get(stage)
                 if value is not None and not (stage in SKIPPED_WHEN_ZERO and value <= 0):
-                    self.metrics.model_seconds.labels(stage).observe(value)
+                    self.metrics.observe_stage(stage, value)
         if getattr(options, "boxes", None) is None:  # exemplar boxes change what the scores mean: not watched
             self._observe_drift(seg)
         ctx = context.current()
@@ -149,9 +147,7 @@ class Observability:
             presence, top, count = outcome(prompt.presence_score, seg.scores[seg.prompt_ids == i].tolist())
             key = normalize_prompt(prompt.query or prompt.text)
             if self.settings.metrics:
-                label = self.top_prompts.label(key)
-                for metric, value in (("presence", presence), ("top_score", top), ("instances", count)):
-                    self.metrics.drift[metric].labels(label).observe(value)
+                self.metrics.observe_drift(self.top_prompts.label(key), presence, top, count)
             if store is not None:
                 store.add(key, presence, top, count)
 

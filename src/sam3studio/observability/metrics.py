@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -77,8 +77,33 @@ class Metrics:
                                    buckets=tuple(float(b) for b in BINS["instances"]), registry=r),
         }
 
+        # Children by label values, so the per-request path is a dict lookup, not `labels()`' checks and lock.
+        self._stages = {stage: self.model_seconds.labels(stage) for stage in MODEL_STAGES}
+        self._http: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._drift: dict[str, tuple[Any, Any, Any]] = {}
+
+    def observe_request(self, route: str, method: str, status: str, seconds: float) -> None:
+        children = self._http.get((route, method, status))
+        if children is None:
+            children = self._http[(route, method, status)] = (self.requests.labels(route, method, status),
+                                                              self.duration.labels(route, method, status))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self._stages[stage].observe(seconds)
+
+    def observe_drift(self, label: str, presence: float, top_score: float, instances: int) -> None:
+        children = self._drift.get(label)
+        if children is None:
+            children = self._drift[label] = tuple(self.drift[m].labels(label)  # type: ignore[assignment]
+                                                  for m in ("presence", "top_score", "instances"))
+        for child, value in zip(children, (presence, top_score, instances), strict=True):
+            child.observe(value)
+
     def forget_prompt(self, prompt: str) -> None:
         """Drop a prompt's drift series (it lost its label to a more frequent one)."""
+        self._drift.pop(prompt, None)
         for histogram in self.drift.values():
             try:
                 histogram.remove(prompt)
