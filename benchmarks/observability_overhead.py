@@ -7,8 +7,9 @@ In one process and one run, two apps over one loaded segmenter, both through Fas
 network): *observed*, as `sam3studio serve` builds it with ``SAM3STUDIO_LOG_FORMAT=json`` (metrics on,
 drift recorded, an INFO access line per request formatted as JSON and written to a file), and *bare*, the
 same app with `install_observability` left out (no middleware, no /metrics, no observers, no log line).
-Requests alternate observed, bare, observed, ... so that drift of the machine hits both alike, and the
-overhead is the median of the paired differences over the median bare latency. Two cases: *cached* (one
+Requests go in pairs, one to each app, the order alternating from pair to pair, so that drift of the
+machine and order effects hit both alike; the overhead is the median of the paired differences over the
+median bare latency. Two cases: *cached* (one
 image and prompt again and again: the engine only post-processes, the smallest request there is, so the
 largest share for the overhead) and *uncached* (a new image each request: the whole model runs).
 Also reported: the observability code's own cost per request, timed alone (middleware hooks, the
@@ -118,9 +119,10 @@ def main() -> None:
             post(client, one)
         for case, n, fresh in (("cached", args.requests, False), ("uncached", max(5, args.requests // 3), True)):
             times: dict[str, list[float]] = {"observed": [], "bare": []}
-            for _ in range(n):
+            for i in range(n):
                 png = _png(rng, width, height) if fresh else one
-                for name, client in (("observed", observed), ("bare", bare)):
+                pair = (("observed", observed), ("bare", bare))
+                for name, client in pair if i % 2 == 0 else pair[::-1]:  # who goes first alternates
                     if fresh:
                         seg.clear_cache()
                     times[name].append(post(client, png))

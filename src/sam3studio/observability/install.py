@@ -119,8 +119,10 @@ class Observability:
             fields["client"] = client[0]
         fields.update(ctx.fields)
         counts = "".join(f" {k}={ctx.fields[k]}" for k in ("prompts", "instances") if k in ctx.fields)
-        self.access.log(level, "%s %s %d %.1f ms%s id=%s", method, path, status, seconds * 1000, counts,
-                        ctx.request_id, extra=fields)
+        # makeRecord + handle is Logger.log without its stack walk for the caller (always this line here)
+        self.access.handle(self.access.makeRecord(
+            self.access.name, level, __file__, 0, "%s %s %d %.1f ms%s id=%s",
+            (method, path, status, seconds * 1000, counts, ctx.request_id), None, extra=fields))
 
     # ------------------------------------------------------------------ work
     def observe_segment(self, seg: Segmentation, options: SegmentOptions) -> None:
@@ -143,8 +145,11 @@ class Observability:
         store = self.store
         if not self.settings.metrics and store is None:
             return
+        scores: list[list[float]] = [[] for _ in seg.prompts]
+        for score, i in zip(seg.scores.tolist(), seg.prompt_ids.tolist(), strict=True):  # one pass, no masks
+            scores[i].append(score)
         for i, prompt in enumerate(seg.prompts):
-            presence, top, count = outcome(prompt.presence_score, seg.scores[seg.prompt_ids == i].tolist())
+            presence, top, count = outcome(prompt.presence_score, scores[i])
             key = normalize_prompt(prompt.query or prompt.text)
             if self.settings.metrics:
                 self.metrics.observe_drift(self.top_prompts.label(key), presence, top, count)
