@@ -164,6 +164,7 @@ class RefineResponse(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
+    request_id: str | None = Field(None, description="The request's X-Request-ID (quote it when reporting a problem)")
 
 
 class ErrorResponse(BaseModel):

@@ -274,6 +274,17 @@ def _write_image_outputs(report: EvalReport, clicks: dict[str, Any] | None, data
     return [out / "report.json", html, *plots]
 
 
+def _save_baseline(dataset: EvalDataset, predictions: Any, threshold: float, path: Path) -> None:
+    """The drift baseline of this run: what a server answering with ``threshold`` would have seen."""
+    from sam3studio.evaluation.predictions import pair_outcomes
+    from sam3studio.observability.drift import Distributions, normalize_prompt, outcome
+
+    dist = Distributions()
+    for prompt, presence, scores in pair_outcomes(dataset, predictions, threshold):
+        dist.add(normalize_prompt(prompt), *outcome(presence, scores))
+    dist.save_baseline(path, source=f"sam3studio eval {dataset.source} (threshold {threshold:g})")
+
+
 def eval_command(
     gt: Annotated[Path, typer.Argument(help="Ground truth: COCO instances, SA-Co, or YouTube-VIS (video) JSON.",
                                        show_default=False)],
@@ -287,6 +298,10 @@ def eval_command(
                                                      show_default=False)] = None,
     save_predictions: Annotated[Path | None, typer.Option("--save-predictions", help="Write this run's predictions "
                                                           "to this JSON file.", show_default=False)] = None,
+    save_baseline: Annotated[Path | None, typer.Option("--save-baseline", help="Write a drift baseline (per prompt: "
+                                                       "presence, top score and instance count at --threshold) to "
+                                                       "this JSON file, for `sam3studio drift --baseline`.",
+                                                       show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, report.html and the plots.")]
     = Path("sam3studio-eval"),
     threshold: Annotated[float, typer.Option("--threshold", "-t", help="Detection threshold for the presence, cgF1 "
@@ -328,6 +343,8 @@ def eval_command(
         dataset = load_ground_truth(gt, images, fmt, names).subset(limit)
         if isinstance(dataset, VideoDataset) and clicks:
             raise EvalDataError("--clicks needs image ground truth (COCO or SA-Co with masks), not video")
+        if isinstance(dataset, VideoDataset) and save_baseline is not None:
+            raise EvalDataError("--save-baseline needs image ground truth (COCO or SA-Co): drift is watched on images")
         saved = None
         if predictions is not None and not isinstance(dataset, VideoDataset):
             saved = Predictions.load(predictions)
@@ -353,6 +370,8 @@ def eval_command(
     try:
         report = evaluate(dataset, saved, score_threshold=threshold)
         written = _write_image_outputs(report, click_results, dataset, out)
+        if save_baseline is not None:
+            _save_baseline(dataset, saved, threshold, save_baseline)
     except (Sam3StudioError, ValueError, OSError) as exc:
         raise fail(str(exc), debug) from None
 
@@ -363,6 +382,5 @@ def eval_command(
                       f"mIoU after 1 / {max_clicks} clicks {_fmt((click_results['miou_at_clicks'] or [None])[0])} / "
                       f"{_fmt((click_results['miou_at_clicks'] or [None])[-1])} ({click_results['objects']} objects)",
                       highlight=False)
-    if save_predictions is not None:
-        written.append(save_predictions)
+    written += [p for p in (save_predictions, save_baseline) if p is not None]
     console.print("Wrote " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)
