@@ -272,9 +272,16 @@ def test_records_made_during_a_request_carry_its_id(json_log):
 
 
 def test_configure_logging_writes_json_lines_or_text():
+    import logging.config
+
+    from uvicorn.config import LOGGING_CONFIG
+
     root = logging.getLogger()
     saved = root.handlers[:], root.level
+    uvicorn_loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved_uvicorn = [(lg.handlers[:], lg.propagate) for lg in uvicorn_loggers]
     try:
+        logging.config.dictConfig(LOGGING_CONFIG)  # as a uvicorn started earlier in the process leaves them
         for fmt in ("json", "text"):
             stream = io.StringIO()
             configure_logging(fmt, stream=stream)
@@ -290,6 +297,8 @@ def test_configure_logging_writes_json_lines_or_text():
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        for lg, (handlers, propagate) in zip(uvicorn_loggers, saved_uvicorn, strict=True):
+            lg.handlers[:], lg.propagate = handlers, propagate
 
 
 # ---------------------------------------------------------------------------- docs

@@ -20,6 +20,7 @@ from sam3studio.observability.context import current_request_id
 __all__ = ["ACCESS_LOGGER", "TEXT_FORMAT", "RequestIdFilter", "configure_logging", "json_formatter"]
 
 ACCESS_LOGGER = "sam3studio.access"
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -48,4 +49,8 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO, strea
     handler.setFormatter(json_formatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(RequestIdFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    for name in UVICORN_LOGGERS:  # a uvicorn started earlier in this process gave these handlers of their own
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
     return handler
