@@ -235,7 +235,8 @@ def test_jobs_survive_a_graceful_stop_and_a_killed_server(tmp_path, tiny_checkpo
             time.sleep(0.1)
         proc = PROCESSES[url]
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0  # a clean exit: the lifespan's shutdown ran
+        # uvicorn runs the lifespan's shutdown, then raises the signal again: the exit status says SIGTERM.
+        assert proc.wait(timeout=120) in (0, -signal.SIGTERM)
 
     with running_server(tiny_checkpoint, extra_env=env) as url:
         states = [_poll(url, i)["state"] for i in ids]

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, compile_path
 
+from sam3studio.api.limits import BodyTooLarge
 from sam3studio.errors import (
     Cancelled,
     InputError,
@@ -119,6 +120,10 @@ async def _library_error(_: Request, exc: Sam3StudioError) -> JSONResponse:
     return error_response(e.status, e.code, e.message, e.headers)
 
 
+async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
+    return error_response(413, "too_large", str(exc))  # what BodyLimitMiddleware answers anyway
+
+
 async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
     return error_response(422, "invalid_fields", validation_message(exc))
 
@@ -139,6 +144,7 @@ async def _bug(_: Request, exc: Exception) -> JSONResponse:
 def install_handlers(app: FastAPI) -> None:
     """Make every error of ``app`` answer in the envelope."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(BodyTooLarge, _too_large)
     app.add_exception_handler(Sam3StudioError, _library_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
