@@ -217,7 +217,7 @@ def test_jobs_survive_a_graceful_stop_and_a_killed_server(tmp_path, tiny_checkpo
 
     from _server import PROCESSES, running_server
 
-    video = make_test_video(tmp_path / "twelve.mp4", n=12, width=W, height=H, fps=12)
+    video = make_test_video(tmp_path / "eight.mp4", n=8, width=W, height=H, fps=12)
     env = {"SAM3STUDIO_VIDEO_MODEL": str(tiny_video_checkpoint), "SAM3STUDIO_DATA_DIR": str(tmp_path / "data"),
            "SAM3STUDIO_UI": "false"}
     fields = ({}, {"max_frames": "2"}, {"max_frames": "2"})
@@ -225,7 +225,7 @@ def test_jobs_survive_a_graceful_stop_and_a_killed_server(tmp_path, tiny_checkpo
         ids = []
         for extra in fields:
             with open(video, "rb") as f:
-                r = httpx.post(f"{url}/api/v1/videos", files={"video": ("twelve.mp4", f, "video/mp4")},
+                r = httpx.post(f"{url}/api/v1/videos", files={"video": ("eight.mp4", f, "video/mp4")},
                                data={"prompt": "red box", "threshold": "0.1", **extra}, timeout=60)
             assert r.status_code == 202, r.text
             ids.append(r.json()["id"])
@@ -250,7 +250,7 @@ def test_jobs_survive_a_graceful_stop_and_a_killed_server(tmp_path, tiny_checkpo
         proc.wait(timeout=30)
 
     with running_server(tiny_checkpoint, extra_env=env) as url:
-        for job_id, frames in zip(ids, (12, 2, 2), strict=True):
+        for job_id, frames in zip(ids, (8, 2, 2), strict=True):
             end = time.monotonic() + 600
             while (state := _poll(url, job_id))["state"] != "done":
                 assert state["state"] in ("queued", "running") and time.monotonic() < end, state
