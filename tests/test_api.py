@@ -199,6 +199,24 @@ def test_bad_prompts_are_400(client, cat_png, prompt, needle):
     assert needle in _error(_post_image(client, cat_png, prompt=prompt), 400, "bad_input")
 
 
+def test_the_prompt_limits_in_force_are_the_ones_info_reports(settings, segmenter, cat_png):
+    """Raised past the engine's own defaults (32 prompts, 200 characters), the server's limits still hold."""
+    wide = Settings(**{**settings.model_dump(), "max_prompts": 64, "max_prompt_chars": 300})
+    prompts = [f"thing {i}" for i in range(63)] + ["x" * 300]
+    with TestClient(create_app(wide, segmenter=segmenter)) as c:
+        assert c.get("/api/v1/info").json()["limits"] | {"max_prompts": 64, "max_prompt_chars": 300} == \
+            c.get("/api/v1/info").json()["limits"]
+        ok = c.post("/api/v1/segment", json={"prompts": prompts, "threshold": 0.5, "mask_format": "none",
+                                              "image_base64": base64.b64encode(cat_png).decode()})
+        assert ok.status_code == 200, ok.text
+        assert [p["text"] for p in ok.json()["prompts"]] == prompts
+        too_many = c.post("/api/v1/segment", json={"prompts": [*prompts, "one more"],
+                                                    "image_base64": base64.b64encode(cat_png).decode()})
+        assert "limit is 64" in _error(too_many, 400, "bad_input")
+        too_long = c.post("/api/v1/segment", json={"prompt": "y" * 301, "image_base64": base64.b64encode(cat_png).decode()})
+        assert "limit is 300" in _error(too_long, 400, "bad_input")
+
+
 def test_bad_base64_and_bad_json_are_400(client):
     _error(client.post("/api/v1/segment", json={"prompt": "cat", "image_base64": "!!not base64!!"}), 400, "bad_input")
     _error(client.post("/api/v1/segment", content=b"{not json", headers={"content-type": "application/json"}),

@@ -59,8 +59,9 @@ class GatedSegmenter:
         for _ in range(n):
             self.gate.release()
 
-    def track(self, path, prompts, *, max_frames=None, **_options) -> GatedRun:
+    def track(self, path, prompts, *, max_frames=None, **options) -> GatedRun:
         self.runs.append(Path(path))
+        self.options = options
         return GatedRun(Path(path), self.gate, max_frames)
 
 
@@ -150,6 +151,19 @@ def test_a_cancel_that_arrives_as_a_job_finishes_is_not_overwritten(tmp_path, cl
         with pytest.raises(JobGone, match="deleted"):
             runner.get(second)
         assert not runner.job_dir(second).exists()
+    finally:
+        runner.stop()
+
+
+def test_jobs_run_with_the_servers_prompt_limits(tmp_path, clip):
+    fake = GatedSegmenter(permits=100)
+    runner = JobRunner(_settings(tmp_path, max_prompts=64, max_prompt_chars=300), segmenter=fake)
+    runner.start()
+    try:
+        prompts = [f"thing {i}" for i in range(63)] + ["x" * 300]
+        job_id = runner.submit_file(clip, {"prompts": prompts})["id"]
+        assert runner.wait(job_id, timeout=60, every=0.02)["state"] == "done"
+        assert (fake.options["max_prompts"], fake.options["max_prompt_chars"]) == (64, 300)
     finally:
         runner.stop()
 

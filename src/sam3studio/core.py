@@ -47,7 +47,14 @@ from sam3studio.interactive import (
 )
 from sam3studio.io.images import ImageInput, load_image
 from sam3studio.model import LoadedModel, inference_context
-from sam3studio.prompts import Translation, Translator, identity_translator, parse_prompts
+from sam3studio.prompts import (
+    MAX_PROMPT_CHARS,
+    MAX_PROMPTS,
+    Translation,
+    Translator,
+    identity_translator,
+    parse_prompts,
+)
 from sam3studio.results import Instance, PromptResult, Segmentation
 from sam3studio.validation import validate_boxes, validate_clicks
 
@@ -276,6 +283,8 @@ class Segmenter:
         boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
         box_labels: Sequence[int] | None = None,
         refine: CleanupOptions | None = None,
+        max_prompts: int = MAX_PROMPTS,
+        max_prompt_chars: int = MAX_PROMPT_CHARS,
     ) -> Segmentation:
         """Find every instance of each prompt in ``image``.
 
@@ -290,6 +299,7 @@ class Segmenter:
                 refine every prompt; without, SAM 3 finds objects like the positive boxes alone.
             box_labels: one per box, 1 (positive, default) or 0 (negative: "not like this").
             refine: deprecated name of ``cleanup`` (warns; "refine" is click refinement now).
+            max_prompts, max_prompt_chars: the prompt limits (`sam3studio.prompts`); a server passes its own.
 
         Returns:
             A `Segmentation` at the original resolution: boolean masks, XYXY pixel boxes, and per
@@ -306,7 +316,7 @@ class Segmenter:
         if prompts is None and boxes is not None:
             texts, translations = [BOX_ONLY_QUERY], [Translation(query=BOX_ONLY_QUERY)]
         else:
-            texts = parse_prompts(prompts)
+            texts = parse_prompts(prompts, max_prompts=max_prompts, max_chars=max_prompt_chars)
             translations = [self.translator(t) for t in texts]
         queries = [tr.query for tr in translations]
         _validate_thresholds(score_threshold, mask_threshold, max_instances)

@@ -324,7 +324,9 @@ class SegmentService:
                 batcher.encode(image)
             return segmenter.segment(image, queries, score_threshold=options.score_threshold,
                                      mask_threshold=options.mask_threshold, cleanup=cleanup, max_instances=limit,
-                                     boxes=options.boxes, box_labels=options.box_labels)
+                                     boxes=options.boxes, box_labels=options.box_labels,
+                                     max_prompts=self.settings.max_prompts,
+                                     max_prompt_chars=self.settings.max_prompt_chars)
 
         return self._run(cancelled, work,
             f"a {image.shape[1]}x{image.shape[0]} image with {len(queries or ())} prompt(s)",

@@ -347,7 +347,8 @@ class JobRunner:
             log.info("Loading the SAM 3 video model from %s%s …", source,
                      " (sharing the image model's detector)" if detector is not None else "")
             self.segmenter = load_video_segmenter(source, device=s.device, dtype=s.dtype, translator=s.translator,
-                                                  max_prompts=s.max_prompts, detector=detector)
+                                                  max_prompts=s.max_prompts, max_prompt_chars=s.max_prompt_chars,
+                                                  detector=detector)
         return self.segmenter
 
     def _work(self) -> None:
@@ -426,7 +427,8 @@ class JobRunner:
             segmenter = self._segmenter()
             run = segmenter.track(input_path, params["prompts"], score_threshold=float(params["threshold"]),
                                   start=params.get("start"), end=params.get("end"), stride=int(params.get("stride") or 1),
-                                  max_frames=params.get("max_frames"), limits=self.limits())
+                                  max_frames=params.get("max_frames"), limits=self.limits(),
+                                  max_prompts=self.settings.max_prompts, max_prompt_chars=self.settings.max_prompt_chars)
             if run.expected_frames is not None:
                 self.store.update(job_id, only_from=("running",), progress_total=run.expected_frames)
             summary = write_tracking(run, self.job_dir(job_id), formats=("jsonl", "summary", "mp4"),
