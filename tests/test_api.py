@@ -129,7 +129,7 @@ def test_health_ready_and_info(client, tiny_checkpoint):
     assert info["model"]["source"] == str(tiny_checkpoint) and info["ready"] is True
     assert info["limits"]["max_prompts"] == 4 and info["transformers"].startswith("5")
     assert info["queue"] == {"running": 0, "waiting": 0, "peak_waiting": 0}
-    assert info["rss_mb"] is None or info["rss_mb"] > 50  # torch alone is bigger than that
+    assert isinstance(info["rss_mb"], float) and info["rss_mb"] > 50  # Linux has /proc; torch alone is bigger
 
 
 def test_openapi_documents_the_schemas_and_both_content_types(client):

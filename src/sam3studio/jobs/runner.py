@@ -271,7 +271,7 @@ class JobRunner:
                 raise InputError("no frames to process with these start/end/stride options")
             params["video"] = {"width": info.width, "height": info.height, "fps": round(info.fps, 4),
                                "frame_count": info.frame_count, "duration_s": info.duration_s}
-            if getattr(info, "rotation", 0):
+            if info.rotation:
                 params["video"]["rotation"] = info.rotation
             with self._lock:
                 self.check_capacity()  # again, atomically with the insert (and with the upload on disk)
