@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     max_prompts: int = Field(16, ge=1, le=64)
     max_prompt_chars: int = Field(200, ge=1)
     max_instances: int = Field(100, ge=1, description="Most instances returned per image")
+    max_mask_pixels: int = Field(1_000_000_000, ge=1, description="Budget of instances x image pixels per request "
+                                 "(the masks' upsampling work); beyond it, 413")
+    max_decodes: int = Field(2, ge=1, description="Images decoded at once (decoding comes before the model's queue)")
 
     # Admission: model work runs `max_concurrent` at a time; `max_queue` more may wait.
     max_concurrent: int = Field(1, ge=1)

@@ -25,7 +25,8 @@ protected = APIRouter(tags=["status"])
 fallback = APIRouter(include_in_schema=False)
 
 INFO_LIMITS = ("max_upload_mb", "max_pixels", "max_prompts", "max_prompt_chars", "max_instances", "max_concurrent",
-               "max_queue", "url_timeout_s", "max_video_mb", "max_video_jobs", "video_job_retention_h",
+               "max_queue", "url_timeout_s", "max_mask_pixels", "max_decodes", "max_video_mb", "max_video_jobs",
+               "video_job_retention_h",
                "min_free_disk_mb")
 
 

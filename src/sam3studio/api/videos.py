@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from sam3studio.api.bodies import VIDEO_BODY, read_video_request
 from sam3studio.api.deps import get_runner, get_settings
+from sam3studio.api.encoding import json_response
 from sam3studio.api.errors import ApiError
 from sam3studio.api.schemas import ErrorResponse, VideoJob, VideoJobAccepted, VideoProgress, VideoResult
 from sam3studio.jobs import JobRunner
@@ -79,8 +80,12 @@ async def video_job(job_id: str, runner: JobRunner = Depends(get_runner)) -> Any
 async def video_result(job_id: str, runner: JobRunner = Depends(get_runner)) -> Any:
     """The tracking result of a done job: summary.json plus every frame of frames.jsonl (masks as COCO RLE)."""
     await run_in_threadpool(_done, runner, job_id)
-    summary, frames = await run_in_threadpool(runner.result, job_id)
-    return JSONResponse({"id": job_id, "summary": summary, "frames": frames})
+
+    def body() -> dict[str, Any]:
+        summary, frames = runner.result(job_id)
+        return {"id": job_id, "summary": summary, "frames": frames}
+
+    return await json_response(body)  # read, built and encoded off the event loop
 
 
 @router.get("/{job_id}/overlay.mp4", response_class=FileResponse,
