@@ -202,18 +202,22 @@ def test_bad_prompts_are_400(client, cat_png, prompt, needle):
 def test_the_prompt_limits_in_force_are_the_ones_info_reports(settings, segmenter, cat_png):
     """Raised past the engine's own defaults (32 prompts, 200 characters), the server's limits still hold."""
     wide = Settings(**{**settings.model_dump(), "max_prompts": 64, "max_prompt_chars": 300})
-    prompts = [f"thing {i}" for i in range(63)] + ["x" * 300]
+    prompts = [f"thing {i}" for i in range(64)]
+    image = base64.b64encode(cat_png).decode()
     with TestClient(create_app(wide, segmenter=segmenter)) as c:
-        assert c.get("/api/v1/info").json()["limits"] | {"max_prompts": 64, "max_prompt_chars": 300} == \
-            c.get("/api/v1/info").json()["limits"]
+        limits = c.get("/api/v1/info").json()["limits"]
+        assert (limits["max_prompts"], limits["max_prompt_chars"], limits["max_prompt_tokens"]) == (64, 300, 32)
         ok = c.post("/api/v1/segment", json={"prompts": prompts, "threshold": 0.5, "mask_format": "none",
-                                              "image_base64": base64.b64encode(cat_png).decode()})
+                                              "image_base64": image})
         assert ok.status_code == 200, ok.text
         assert [p["text"] for p in ok.json()["prompts"]] == prompts
-        too_many = c.post("/api/v1/segment", json={"prompts": [*prompts, "one more"],
-                                                    "image_base64": base64.b64encode(cat_png).decode()})
+        too_many = c.post("/api/v1/segment", json={"prompts": [*prompts, "one more"], "image_base64": image})
         assert "limit is 64" in _error(too_many, 400, "bad_input")
-        too_long = c.post("/api/v1/segment", json={"prompt": "y" * 301, "image_base64": base64.b64encode(cat_png).decode()})
+        # 250 characters pass the character limit (the engine's own 200 no longer applies); SAM 3's
+        # 32-token context, reported as max_prompt_tokens, is what refuses this one.
+        long = c.post("/api/v1/segment", json={"prompt": "x" * 250, "image_base64": image})
+        assert "SAM 3 reads at most 32" in _error(long, 400, "bad_input")
+        too_long = c.post("/api/v1/segment", json={"prompt": "y" * 301, "image_base64": image})
         assert "limit is 300" in _error(too_long, 400, "bad_input")
 
 

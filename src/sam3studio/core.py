@@ -49,6 +49,7 @@ from sam3studio.io.images import ImageInput, load_image
 from sam3studio.model import LoadedModel, inference_context
 from sam3studio.prompts import (
     MAX_PROMPT_CHARS,
+    MAX_PROMPT_TOKENS,
     MAX_PROMPTS,
     Translation,
     Translator,
@@ -58,7 +59,7 @@ from sam3studio.prompts import (
 from sam3studio.results import Instance, PromptResult, RLEMasks, Segmentation, mask_to_rle
 from sam3studio.validation import validate_boxes, validate_clicks
 
-MAX_TEXT_TOKENS = 32  # SAM 3's text encoder context (the processor pads to this length)
+MAX_TEXT_TOKENS = MAX_PROMPT_TOKENS  # SAM 3's text encoder context (the processor pads to this length)
 DEFAULT_MAX_INSTANCES = 100
 # Queries scoring below this are dropped from the raw cache: no threshold a user can set reaches them.
 MIN_SCORE_THRESHOLD = 0.01

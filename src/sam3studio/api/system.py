@@ -13,6 +13,7 @@ from sam3studio.api.deps import get_service, get_settings
 from sam3studio.api.errors import allowed_methods, error_response, to_api_error
 from sam3studio.api.schemas import ErrorResponse, Health, Info, ModelInfo, QueueState, Ready
 from sam3studio.errors import NotReady
+from sam3studio.prompts import MAX_PROMPT_TOKENS
 from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
 
@@ -68,7 +69,7 @@ async def info(request: Request, service: SegmentService = Depends(get_service),
     return Info(version=__version__, python=platform.python_version(), torch=torch.__version__,
                 transformers=transformers.__version__, ready=state["ready"], loading=state["loading"],
                 error=state["error"], model=ModelInfo(**state["model"]),
-                limits={k: getattr(settings, k) for k in INFO_LIMITS},
+                limits={**{k: getattr(settings, k) for k in INFO_LIMITS}, "max_prompt_tokens": MAX_PROMPT_TOKENS},
                 body_limits=request.app.state.body_limits.table(),
                 queue=QueueState(running=service.gate.active, waiting=service.gate.waiting,
                                  peak_waiting=service.gate.peak_waiting), rss_mb=rss_mb())
