@@ -98,6 +98,8 @@ class JobRunner:
         self._sweeper: threading.Thread | None = None
         self.current: str | None = None
         self.start_error: str | None = None
+        # Called with (job id, seconds the worker spent on it, its state after) once per job taken (metrics).
+        self.observers: list[Callable[[str, float, str | None], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -356,6 +358,7 @@ class JobRunner:
             job_id = self._queue.get()
             if job_id is _Stop or self._stopping.is_set():  # what is still queued stays queued in the store
                 return
+            started = time.monotonic()
             try:
                 self._run(job_id)
             except Exception:  # never let one job end the worker
@@ -367,6 +370,17 @@ class JobRunner:
                     log.exception("could not record the failure of video job %s", job_id)
             finally:
                 self.current = None
+                self._observe(job_id, time.monotonic() - started)
+
+    def _observe(self, job_id: str, seconds: float) -> None:
+        if not self.observers:
+            return
+        try:
+            job = self.store.get(job_id)
+            for observe in self.observers:
+                observe(job_id, seconds, job["state"] if job is not None else None)
+        except Exception:  # watching must never stop the worker
+            log.exception("a video job observer failed")
 
     def _claim(self, job_id: str) -> threading.Event | None:
         """Move a queued job to running (or skip it: cancelled, deleted, already taken)."""
