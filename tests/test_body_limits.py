@@ -226,7 +226,7 @@ def test_a_body_one_byte_over_the_limit_is_refused_at_that_byte_without_content_
     status, body, sent = send(port, path, ctype, over_body(path, ctype), count=limit + 1, finish=False)
     assert sent == limit + 1
     assert status == 413 and body["error"]["code"] == "too_large", body
-    assert str(limit) in body["error"]["message"]
+    assert str(limit) in body["error"]["message"] and body["error"]["request_id"]  # the API's envelope
 
 
 @pytest.mark.parametrize("route", ROUTES)

@@ -25,6 +25,7 @@ from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sam3studio.observability.context import current_request_id
 from sam3studio.settings import Settings
 
 __all__ = ["BodyLimitMiddleware", "BodyLimits", "BodyRule", "BodyTooLarge", "DEFAULT_LIMIT", "GRADIO_UPLOAD",
@@ -155,7 +156,11 @@ class BodyLimitMiddleware:
 
 
 async def _refuse(send: Send, error: BodyTooLarge, detail: str = "") -> None:
-    body = json.dumps({"error": {"code": "too_large", "message": f"{error}{detail}"}}).encode()
+    """The 413 in the API's error envelope (`api.errors.error_response`'s shape, request id included)."""
+    envelope: dict[str, Any] = {"code": "too_large", "message": f"{error}{detail}"}
+    if (request_id := current_request_id()) is not None:
+        envelope["request_id"] = request_id
+    body = json.dumps({"error": envelope}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
