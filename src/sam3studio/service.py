@@ -243,7 +243,7 @@ class SegmentService:
             try:
                 self.segmenter = load_segmenter(self.settings.model, device=self.settings.device,
                                                 dtype=self.settings.dtype, translator=self.settings.translator,
-                                                compile=self.settings.compile)
+                                                compile=self.settings.compile, backend=self.settings.backend)
                 self.load_error = None
                 self.load_seconds = time.perf_counter() - t0
                 log.info("Model ready in %.1f s: %s", self.load_seconds, self.segmenter.info())

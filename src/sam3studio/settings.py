@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     model: str = Field("facebook/sam3", description="Hub id, local directory, modelscope:<id> or 'random'")
     device: str = "auto"
     dtype: str = "auto"
+    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="Model backend: torch, onnxruntime, or auto (onnxruntime for a folder written by export-onnx)")
     compile: bool = Field(False, description="torch.compile the vision encoder (the first image compiles)")
     translator: str = Field("lexicon", description="Prompt translator: 'lexicon' (zh->en, offline), 'none', or a MarianMT folder")
     host: str = "127.0.0.1"

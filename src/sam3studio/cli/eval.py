@@ -11,7 +11,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sam3studio.cli.common import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, plural, quiet_libraries
+from sam3studio.cli.common import (
+    BackendOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    console,
+    err_console,
+    fail,
+    model_line,
+    plural,
+    quiet_libraries,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -136,17 +148,16 @@ def _progress(total: int, unit: str) -> Progress:
                     console=console, disable=total < 2)
 
 
-def _load_segmenter(model: str, device: str, dtype: str, debug: bool) -> Segmenter:
+def _load_segmenter(model: str, device: str, dtype: str, debug: bool, backend: str = "auto") -> Segmenter:
     from sam3studio.errors import InputError, ModelSourceError
     from sam3studio.loading import load_segmenter
 
     with console.status(f"Loading SAM 3 from [bold]{model}[/] …"):
         try:
-            segmenter = load_segmenter(model, device=device, dtype=dtype)
+            segmenter = load_segmenter(model, device=device, dtype=dtype, backend=backend)
         except (ModelSourceError, InputError) as exc:
             raise fail(str(exc), debug) from None
-    info = segmenter.info()
-    console.print(f"Model [bold]{info['source']}[/] on {info['device']} ({info['dtype']})", highlight=False)
+    console.print(model_line(segmenter.info()), highlight=False)
     return segmenter
 
 
@@ -304,6 +315,7 @@ def eval_command(
     model: ModelOpt = "facebook/sam3",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    backend: BackendOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
     """Measure the model on labelled data: images (COCO, SA-Co: AP, presence F1, cgF1, a threshold sweep, where it
@@ -344,7 +356,7 @@ def eval_command(
         return
     if saved is None or clicks:  # before loading a model: a missing image is a bad input
         _check_images(dataset, debug)
-    segmenter = _load_segmenter(model, device, dtype, debug) if saved is None or clicks else None
+    segmenter = _load_segmenter(model, device, dtype, debug, backend) if saved is None or clicks else None
     # clicks first: a checkpoint without the tracker fails before the long detection pass
     click_results = _run_clicks(segmenter, dataset, max_clicks, mask_threshold, model, debug) if clicks else None
     if saved is None:

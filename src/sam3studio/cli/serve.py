@@ -24,6 +24,8 @@ def serve(
     port: Annotated[int | None, setting_option("port", "--port", help="Port.")] = None,
     device: Annotated[str | None, setting_option("device", "--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
     dtype: Annotated[str | None, setting_option("dtype", "--dtype", help="auto, float32, bfloat16 or float16.")] = None,
+    backend: Annotated[str | None, setting_option("backend", "--backend", help="torch, onnxruntime, or auto (onnxruntime "
+                                                  "for a folder written by export-onnx).")] = None,
     translator: Annotated[str | None, setting_option("translator", "--translator",
                                                      help="lexicon, none, or a MarianMT folder.")] = None,
     lang: Annotated[str | None, setting_option("lang", "--lang", help="UI language: auto (the browser's), en or zh.")] = None,
@@ -47,7 +49,7 @@ def serve(
     from sam3studio.settings import Settings
 
     overrides = {k: v for k, v in {"model": model, "host": host, "port": port, "device": device, "dtype": dtype,
-                                                   "translator": translator, "lang": lang,
+                                                   "backend": backend, "translator": translator, "lang": lang,
                                                    "api_key": api_key, "ui_auth": ui_auth}.items()
                  if v is not None}
     if no_ui:
