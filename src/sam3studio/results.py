@@ -208,11 +208,12 @@ class PromptResult:
 
     ``text`` is what the user typed, ``query`` what reached the model (they differ once prompts
     are translated), ``presence_score`` SAM 3's image-level probability that the concept is
-    present, ``count`` the number of instances kept for it.
+    present (None for objects that no prompt found, such as one added by clicks), ``count`` the
+    number of instances kept for it.
     """
 
     text: str
-    presence_score: float
+    presence_score: float | None
     count: int
     query: str | None = None
     unknown_words: tuple[str, ...] = ()
@@ -225,7 +226,7 @@ class PromptResult:
         return {
             "text": self.text,
             "query": self.query,
-            "presence_score": round(float(self.presence_score), 6),
+            "presence_score": None if self.presence_score is None else round(float(self.presence_score), 6),
             "count": int(self.count),
             "unknown_words": list(self.unknown_words),
         }
@@ -271,6 +272,9 @@ class Segmentation:
     scores: np.ndarray
     prompt_ids: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    # SAM's predicted IoU of instances refined by clicks (`Segmenter.refine`), NaN for the others; None when none
+    # was. A refined object that no prompt detected has no detection score: its ``scores`` entry is NaN.
+    predicted_iou: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.width, self.height = int(self.width), int(self.height)
@@ -295,8 +299,13 @@ class Segmentation:
                 raise ValueError(f"{name} must have shape {tuple(want)} for {n} instances, got {tuple(got)}")
         if n and (self.prompt_ids.min() < 0 or self.prompt_ids.max() >= len(self.prompts)):
             raise ValueError(f"prompt_ids must index into {len(self.prompts)} prompts, got {self.prompt_ids.tolist()}")
-        if n and not np.all((self.scores >= 0) & (self.scores <= 1)):
-            raise ValueError("scores must lie in [0, 1]")
+        if n and not np.all(np.isnan(self.scores) | ((self.scores >= 0) & (self.scores <= 1))):
+            raise ValueError("scores must lie in [0, 1] (NaN: no detection score)")
+        if self.predicted_iou is not None:
+            self.predicted_iou = np.asarray(self.predicted_iou, dtype=np.float32).reshape(-1)
+            iou = self.predicted_iou
+            if iou.shape != (n,) or not np.all(np.isnan(iou) | ((iou >= 0) & (iou <= 1))):
+                raise ValueError(f"predicted_iou must hold {n} values in [0, 1] or NaN, got {iou.tolist()}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -322,15 +331,18 @@ class Segmentation:
         ]
         inst = data["instances"]
         masks = np.stack([rle_to_mask(i["mask"]) for i in inst]) if inst else np.zeros((0, height, width), bool)
+        ious = [i.get("predicted_iou") for i in inst]
         return cls(
             width=width,
             height=height,
             prompts=prompts,
             masks=masks,
             boxes=np.array([i["box_xyxy"] for i in inst], np.float32).reshape(-1, 4),
-            scores=np.array([i["score"] for i in inst], np.float32),
+            scores=np.array([np.nan if i["score"] is None else i["score"] for i in inst], np.float32),
             prompt_ids=np.array([i["prompt_index"] for i in inst], np.int64),
             timings=dict(data.get("timings", {})),
+            predicted_iou=None if all(v is None for v in ious) else
+            np.array([np.nan if v is None else v for v in ious], np.float32),
         )
 
     # ------------------------------------------------------------------ access
@@ -384,6 +396,7 @@ class Segmentation:
             scores=self.scores[idx],
             prompt_ids=self.prompt_ids[idx],
             timings=dict(self.timings),
+            predicted_iou=None if self.predicted_iou is None else self.predicted_iou[idx],
         )
 
     def label_map(self) -> np.ndarray:
@@ -402,10 +415,16 @@ class Segmentation:
     def _instance_dicts(self) -> list[dict[str, Any]]:
         """Every instance as `Instance.to_dict` writes it, without its mask (nothing decoded)."""
         areas, total = self.areas, float(self.width * self.height)
-        return [{"id": i, "prompt": self.prompts[int(p)].text, "prompt_index": int(p),
-                 "score": round(float(self.scores[i]), 6), "box_xyxy": [round(float(v), 2) for v in self.boxes[i]],
-                 "area": int(areas[i]), "area_ratio": round(float(areas[i] / total), 6)}
-                for i, p in enumerate(self.prompt_ids)]
+        out = [{"id": i, "prompt": self.prompts[int(p)].text, "prompt_index": int(p),
+                "score": None if np.isnan(self.scores[i]) else round(float(self.scores[i]), 6),
+                "box_xyxy": [round(float(v), 2) for v in self.boxes[i]],
+                "area": int(areas[i]), "area_ratio": round(float(areas[i] / total), 6)}
+               for i, p in enumerate(self.prompt_ids)]
+        if self.predicted_iou is not None:
+            for d, iou in zip(out, self.predicted_iou, strict=True):
+                if not np.isnan(iou):
+                    d["predicted_iou"] = round(float(iou), 6)
+        return out
 
     def to_dict(self, include_masks: bool = True) -> dict[str, Any]:
         """JSON-ready dict; the same schema the REST API returns (see `sam3studio.schemas`)."""
