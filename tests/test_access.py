@@ -132,7 +132,7 @@ def test_ui_credentials_guard_the_ui_and_its_api(settings, segmenter):
 
 @pytest.mark.slow
 def test_gradio_file_routes_serve_no_outside_file_and_no_active_content(settings, segmenter, tmp_path):
-    ui = _with(settings, {"ui": True, "max_upload_mb": 1})
+    ui = _with(settings, {"ui": True, "max_upload_mb": 1, "max_video_mb": 2})
     secret = tmp_path / "secret.txt"
     secret.write_text("do not serve")
     with TestClient(create_app(ui, segmenter=segmenter)) as c:
@@ -149,7 +149,10 @@ def test_gradio_file_routes_serve_no_outside_file_and_no_active_content(settings
             # Served back as a download, never rendered as a page in our origin.
             assert served.headers["content-type"] == "application/octet-stream"
             assert served.headers["content-disposition"].startswith("attachment")
-        too_big = c.post("/gradio_api/upload", files={"files": ("x.png", b"0" * (1024 * 1024 + 1), "image/png")})
+        # One file limit for the page: the largest a tab accepts (the Video tab's); the image tab checks its own.
+        fits = c.post("/gradio_api/upload", files={"files": ("x.mp4", b"0" * (2 * 1024 * 1024), "video/mp4")})
+        assert fits.status_code == 200, fits.text
+        too_big = c.post("/gradio_api/upload", files={"files": ("x.mp4", b"0" * (2 * 1024 * 1024 + 1), "video/mp4")})
         assert too_big.status_code == 413
 
 

@@ -129,7 +129,7 @@ def test_health_ready_and_info(client, tiny_checkpoint):
     assert info["model"]["source"] == str(tiny_checkpoint) and info["ready"] is True
     assert info["limits"]["max_prompts"] == 4 and info["transformers"].startswith("5")
     assert info["queue"] == {"running": 0, "waiting": 0, "peak_waiting": 0}
-    assert info["rss_mb"] is None or info["rss_mb"] > 50  # torch alone is bigger than that
+    assert isinstance(info["rss_mb"], float) and info["rss_mb"] > 50  # Linux has /proc; torch alone is bigger
 
 
 def test_openapi_documents_the_schemas_and_both_content_types(client):
@@ -197,6 +197,28 @@ def test_invalid_multipart_fields_are_422(client, cat_png):
                                             ("x" * 201, "limit is 200")])
 def test_bad_prompts_are_400(client, cat_png, prompt, needle):
     assert needle in _error(_post_image(client, cat_png, prompt=prompt), 400, "bad_input")
+
+
+def test_the_prompt_limits_in_force_are_the_ones_info_reports(settings, segmenter, cat_png):
+    """Raised past the engine's own defaults (32 prompts, 200 characters), the server's limits still hold."""
+    wide = Settings(**{**settings.model_dump(), "max_prompts": 64, "max_prompt_chars": 300})
+    prompts = [f"thing {i}" for i in range(64)]
+    image = base64.b64encode(cat_png).decode()
+    with TestClient(create_app(wide, segmenter=segmenter)) as c:
+        limits = c.get("/api/v1/info").json()["limits"]
+        assert (limits["max_prompts"], limits["max_prompt_chars"], limits["max_prompt_tokens"]) == (64, 300, 32)
+        ok = c.post("/api/v1/segment", json={"prompts": prompts, "threshold": 0.5, "mask_format": "none",
+                                              "image_base64": image})
+        assert ok.status_code == 200, ok.text
+        assert [p["text"] for p in ok.json()["prompts"]] == prompts
+        too_many = c.post("/api/v1/segment", json={"prompts": [*prompts, "one more"], "image_base64": image})
+        assert "limit is 64" in _error(too_many, 400, "bad_input")
+        # 250 characters pass the character limit (the engine's own 200 no longer applies); SAM 3's
+        # 32-token context, reported as max_prompt_tokens, is what refuses this one.
+        long = c.post("/api/v1/segment", json={"prompt": "x" * 250, "image_base64": image})
+        assert "SAM 3 reads at most 32" in _error(long, 400, "bad_input")
+        too_long = c.post("/api/v1/segment", json={"prompt": "y" * 301, "image_base64": image})
+        assert "limit is 300" in _error(too_long, 400, "bad_input")
 
 
 def test_bad_base64_and_bad_json_are_400(client):

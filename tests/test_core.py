@@ -203,8 +203,12 @@ def test_cleanup_option_is_applied(segmenter, cat_photo):
     plain = segmenter.segment(cat_photo, "cat", score_threshold=LOW)
     noop = segmenter.segment(cat_photo, "cat", score_threshold=LOW, cleanup=CleanupOptions())
     np.testing.assert_array_equal(plain.masks, noop.masks)
-    smoothed = segmenter.segment(cat_photo, "cat", score_threshold=LOW, cleanup=CleanupOptions(smooth=3))
-    assert smoothed.masks.shape == plain.masks.shape
+    assert len(plain) > 0
+    for options in (CleanupOptions(smooth=3), CleanupOptions(fill_holes=0.5), CleanupOptions(min_island=0.5)):
+        cleaned = segmenter.segment(cat_photo, "cat", score_threshold=LOW, cleanup=options)
+        assert cleaned.masks.shape == plain.masks.shape
+        np.testing.assert_array_equal(cleaned.masks, options.apply(plain.masks))
+        assert not np.array_equal(cleaned.masks, plain.masks), f"{options} changed no mask: the test proves nothing"
 
 
 def test_bfloat16_masks_agree_with_float32(tiny_checkpoint, cat_photo):
@@ -321,5 +325,6 @@ def test_refine_keyword_is_a_deprecated_name_of_cleanup(segmenter, cat_photo):
     with pytest.warns(DeprecationWarning, match="cleanup="):
         old = segmenter.segment(cat_photo, "cat", score_threshold=LOW, refine=opts)
     np.testing.assert_array_equal(old.masks, new.masks)
+    assert not np.array_equal(new.masks, segmenter.segment(cat_photo, "cat", score_threshold=LOW).masks)
     with pytest.warns(DeprecationWarning), pytest.raises(InputError, match="cleanup= only"):
         segmenter.segment(cat_photo, "cat", score_threshold=LOW, cleanup=opts, refine=opts)

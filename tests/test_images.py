@@ -465,24 +465,77 @@ CORRUPT_MSG = "corrupt or truncated|not a readable image"
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"])
-@pytest.mark.parametrize("load_truncated_global", [False, True])
-def test_truncated_files_are_refused(fmt, load_truncated_global, tmp_path, monkeypatch):
-    # Another library may set Pillow's LOAD_TRUNCATED_IMAGES globally; a half file must still be refused.
-    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", load_truncated_global)
+def test_truncated_files_are_refused(fmt, tmp_path):
     data = _truncated(fmt)
     for source in (data, _write(tmp_path, data, "t.img"), io.BytesIO(data)):
         with pytest.raises(InputError, match=CORRUPT_MSG):
             load_image(source)
-    assert ImageFile.LOAD_TRUNCATED_IMAGES is load_truncated_global  # restored
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_a_process_wide_load_truncated_is_left_alone_and_reported(monkeypatch, caplog):
+    """Another library may turn Pillow's LOAD_TRUNCATED_IMAGES on for the whole process. Switching it off
+    around each decode is not thread-safe, so it is left as it is and a warning says what it means."""
+    import sam3studio.io.images as images
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    monkeypatch.setattr(images, "_warned_truncated", False)
+    with caplog.at_level("WARNING", logger="sam3studio.io.images"):
+        load_image(_truncated("PNG"))
+        load_image(_truncated("JPEG"))
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
+    assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
+    assert "LOAD_TRUNCATED_IMAGES" in caplog.records[0].getMessage()
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-def test_truncated_lazy_pil_image_is_refused(fmt, monkeypatch):
-    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+def test_truncated_lazy_pil_image_is_refused(fmt):
     img = Image.open(io.BytesIO(_truncated(fmt)))
     with pytest.raises(InputError, match="corrupt or truncated"):
         load_image(img)
-    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
+
+
+def test_decoding_never_touches_pillow_globals_or_warning_filters(bomb_png, monkeypatch):
+    """Many threads decode (good files, bombs, truncated files) while one watches Pillow's process-wide settings:
+    they never change, and no call enters warnings.catch_warnings (neither is thread-safe)."""
+    import threading
+    import warnings
+
+    entered: list[int] = []
+    real_catch = warnings.catch_warnings
+    monkeypatch.setattr(warnings, "catch_warnings", lambda *a, **k: (entered.append(1), real_catch(*a, **k))[1])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 123_456_789)
+    good = encode(Image.fromarray(np.zeros((32, 48, 3), np.uint8)), "PNG")
+    inputs = [good, bomb_png, _truncated("JPEG"), _truncated("PNG")] * 25
+    seen: set = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.add((Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES))
+
+    errors: list[BaseException] = []
+
+    def decode(items):
+        for data in items:
+            try:
+                load_image(data, max_pixels=1_000_000)
+            except InputError:
+                pass
+            except BaseException as exc:  # would end the thread silently
+                errors.append(exc)
+
+    watcher = threading.Thread(target=watch)
+    workers = [threading.Thread(target=decode, args=(inputs[i::4],)) for i in range(4)]
+    watcher.start()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    done.set()
+    watcher.join(10)
+    assert errors == [] and entered == []
+    assert seen == {(123_456_789, False)}
 
 
 @pytest.mark.parametrize(

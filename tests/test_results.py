@@ -117,7 +117,7 @@ def test_construction_normalises_dtypes():
         ("prompt_ids", [0, -1, 1], r"prompt_ids must index into 2 prompts"),
         ("scores", [0.9, 1.2, 0.5], r"scores must lie in \[0, 1\]"),
         ("scores", [0.9, -0.1, 0.5], r"scores must lie in \[0, 1\]"),
-        ("scores", [0.9, np.nan, 0.5], r"scores must lie in \[0, 1\]"),
+        ("scores", [0.9, np.inf, 0.5], r"scores must lie in \[0, 1\]"),  # NaN alone means "no detection score"
         ("width", 0, r"image size must be positive, got width=0 height=20"),
         ("height", -3, r"image size must be positive, got width=30 height=-3"),
     ],

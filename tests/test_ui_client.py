@@ -52,14 +52,14 @@ def test_segment_endpoint_returns_consistent_outputs(client, cat_png):
         assert Image.open(ann["image"]).size == (451, 300)
 
     # The table: one row per instance, same ids and prompts as the annotations, scores above the threshold.
-    assert table["headers"] == ["id", "prompt", "score", "area %", "box (x1, y1, x2, y2)"]
+    assert table["headers"] == ["id", "prompt", "score", "predicted IoU", "area %", "box (x1, y1, x2, y2)"]
     rows = table["data"]
     assert len(rows) == len(annotations)
     labels = [a["label"] for a in annotations]
     assert [(lab.split(" · ")[0], lab.rsplit("#", 1)[1].rstrip(")")) for lab in labels] == [(r[1], str(r[0])) for r in rows]
     for lab, r in zip(labels, rows, strict=True):
         assert float(lab.split(" · ")[1].split(" ")[0]) == pytest.approx(r[2], abs=0.006)
-    assert all(r[2] >= 0.1 and 0 < r[3] <= 100 for r in rows)
+    assert all(r[2] >= 0.1 and r[3] is None and 0 < r[4] <= 100 for r in rows)  # no click refined these: no IoU
 
     # The prompt summary names both prompts.
     assert "cat" in summary and "dog" in summary
@@ -111,7 +111,7 @@ def test_chinese_prompt_in_the_chinese_ui(client, cat_png):
     did not understand, and every text it returns is Chinese."""
     result, table, summary, downloads, status, details = _segment(client, cat_png, "猫, 咕噜噜的小狗", lang="zh")
 
-    assert table["headers"] == ["编号", "提示词", "得分", "面积 %", "框 (x1, y1, x2, y2)"]
+    assert table["headers"] == ["编号", "提示词", "得分", "预测 IoU", "面积 %", "框 (x1, y1, x2, y2)"]
     assert {r[1] for r in table["data"]} <= {"猫", "咕噜噜的小狗"}
     assert {a["label"].split(" · ")[0] for a in result["annotations"]} == {r[1] for r in table["data"]}
     assert "**猫** → *cat*" in summary
@@ -137,7 +137,8 @@ def test_errors_in_chinese(client, cat_png):
 
 def test_language_switch_relabels_the_page(client):
     """The switch relabels every component in place and keeps the table's rows under translated headers."""
-    table = {"headers": ["id", "prompt", "score", "area %", "box (x1, y1, x2, y2)"], "data": [[1, "cat", 0.9, 2.5, "1, 2, 3, 4"]]}
+    table = {"headers": ["id", "prompt", "score", "predicted IoU", "area %", "box (x1, y1, x2, y2)"],
+             "data": [[1, "cat", 0.9, None, 2.5, "1, 2, 3, 4"]]}
     zh = client.predict("zh", table, api_name="/language")
     en = client.predict("en", table, api_name="/language")
     assert len(zh) == len(en)

@@ -12,7 +12,7 @@ import pytest
 
 from _browser import TIMEOUT_MS
 from _server import running_server
-from test_ui_browser import _grid_row_count
+from test_ui_browser import _grid_row_count, _table_rows
 
 pytestmark = pytest.mark.slow
 
@@ -38,11 +38,28 @@ def _click_image_at(page, x: float, y: float) -> None:
     img.wait_for()
     # Let the layout settle (the hint under the canvas appears with it), then bring the canvas into view.
     page.wait_for_function("() => (document.querySelector('#marks')?.innerText ?? '').trim() !== ''")
-    page.wait_for_timeout(300)
     img.scroll_into_view_if_needed()
+    _until_still(img)
     box = img.bounding_box()
     width, height = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
     page.mouse.click(box["x"] + (x + 0.5) * box["width"] / width, box["y"] + (y + 0.5) * box["height"] / height)
+
+
+STILL_JS = """i => new Promise(done => {
+    const a = i.getBoundingClientRect();
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+        const b = i.getBoundingClientRect();
+        done(i.complete && i.naturalWidth > 0 && a.x === b.x && a.y === b.y && a.width === b.width);
+    }));
+})"""
+
+
+def _until_still(img) -> None:
+    """Wait until the image is loaded and has not moved between two frames (the layout has settled)."""
+    for _ in range(200):
+        if img.evaluate(STILL_JS):
+            return
+    raise AssertionError("the canvas never stopped moving")
 
 
 def _wait_text(page, selector: str, pattern: str) -> str:
@@ -119,11 +136,17 @@ def test_draw_boxes_then_refine_by_clicks(video_server_url, page, cat_photo, tmp
 
     # Moving mask precision while refining re-runs the refinement, not the segmentation: the object stays.
     precision = page.locator("#mask-threshold input[type=number]")
+    previous = page.locator("#status").inner_text()
     precision.fill("0.3")
     precision.press("Enter")
-    page.wait_for_timeout(3000)
+    # Event-based: the status line is written again by the re-run (its timing differs), then checked.
+    page.wait_for_function("prev => { const s = document.querySelector('#status');"
+                           " return s && s.innerText.trim() !== prev.trim(); }", arg=previous)
     _wait_text(page, "#status", r"refined with 1 click")
     assert _grid_row_count(page) == before + 1
+    # Honest values: the new object has no detection score, and its predicted IoU has its own column.
+    new_row = _table_rows(page)[-1]
+    assert new_row[1] == "object" and new_row[2] == "" and 0 <= float(new_row[3]) <= 1, new_row
 
     # The downloads describe the refined result: the new object is the last instance, labelled "object".
     link = page.locator("#downloads a[download='result.json']")
@@ -134,6 +157,8 @@ def test_draw_boxes_then_refine_by_clicks(video_server_url, page, cat_photo, tmp
     doc = json.loads(saved.read_text())
     assert len(doc["instances"]) == before + 1 and doc["instances"][-1]["prompt"] == "object"
     assert doc["instances"][-1]["area"] > 0
+    assert doc["instances"][-1]["score"] is None and 0 <= doc["instances"][-1]["predicted_iou"] <= 1
+    assert doc["prompts"][-1]["text"] == "object" and doc["prompts"][-1]["presence_score"] is None
 
     page.locator("#clear").click()
     _wait_text(page, "#status", "no clicks")

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from sam3studio.results import Instance, PromptResult, Segmentation
-from sam3studio.ui.marks import NEGATIVE, NEW_OBJECT, POSITIVE, Marks, draw, target_choices, with_instance
+from sam3studio.results import Instance, PromptResult, RLEMasks, Segmentation, masks_to_rles
+from sam3studio.ui.marks import (
+    NEGATIVE,
+    NEW_OBJECT,
+    POSITIVE,
+    Marks,
+    annotation_label,
+    draw,
+    target_choices,
+    with_instance,
+)
 
 
 def test_two_clicks_make_a_box_in_either_corner_order():
@@ -68,13 +77,37 @@ def test_a_refined_object_replaces_its_row_and_keeps_its_prompt():
     seg = _seg(2)
     new = np.ones((4, 5), bool)
     out = with_instance(seg, _inst(new), 1, "object")
-    assert len(out) == 2 and out.masks[1].all() and out[1].prompt == "cat" and out.scores[1] == np.float32(0.7)
+    assert len(out) == 2 and out.masks[1].all() and out[1].prompt == "cat"
+    # The tracker's predicted IoU is not a detection score: the row keeps its own, the IoU goes beside it.
+    assert out.scores[1] == np.float32(0.8) and out.predicted_iou[1] == np.float32(0.7) and np.isnan(out.predicted_iou[0])
     assert np.array_equal(out.masks[0], seg.masks[0]) and not seg.masks[1].all()  # the base is not modified
+    row = out.to_dict(include_masks=False)["instances"][1]
+    assert row["score"] == 0.8 and row["predicted_iou"] == 0.7
+    assert annotation_label(out, 1) == "cat · 0.80 · IoU 0.70 (#1)" and annotation_label(out, 0) == "cat · 0.80 (#0)"
 
 
-def test_a_new_object_is_added_with_its_own_prompt_entry():
+def test_a_new_object_is_added_with_its_own_prompt_entry_and_no_invented_scores():
     out = with_instance(_seg(1), _inst(np.ones((4, 5), bool)), NEW_OBJECT, "object")
     assert len(out) == 2 and out[1].prompt == "object" and [p.text for p in out.prompts] == ["cat", "object"]
+    assert out.prompts[1].presence_score is None  # no prompt found it: no presence score (not an invented 1.0)
+    assert np.isnan(out.scores[1]) and out.predicted_iou[1] == np.float32(0.7)  # not detected: no detection score
+    data = out.to_dict(include_masks=False)
+    assert data["prompts"][1]["presence_score"] is None and data["instances"][1]["score"] is None
+    assert data["instances"][1]["predicted_iou"] == 0.7 and "predicted_iou" not in data["instances"][0]
+    assert annotation_label(out, 1) == "object · IoU 0.70 (#1)"
+    back = Segmentation.from_dict(out.to_dict())
+    assert np.isnan(back.scores[1]) and back.predicted_iou[1] == np.float32(0.7) and back.prompts[1].presence_score is None
     empty = with_instance(Segmentation.empty(5, 4), _inst(np.ones((4, 5), bool)), NEW_OBJECT, "object")
     assert len(empty) == 1
     assert target_choices(out, "new")[-1] == ("new", NEW_OBJECT) and [v for _, v in target_choices(out, "new")] == [0, 1, -1]
+    assert target_choices(out, "new")[1][0] == "#1 object · IoU 0.70"
+
+
+def test_refined_objects_enter_rle_masks_the_same_way():
+    dense = _seg(2)
+    rle = Segmentation(width=5, height=4, prompts=dense.prompts, masks=RLEMasks(masks_to_rles(dense.masks), 4, 5),
+                       boxes=dense.boxes, scores=dense.scores, prompt_ids=dense.prompt_ids)
+    for index in (1, NEW_OBJECT):
+        a, b = with_instance(dense, _inst(np.ones((4, 5), bool)), index, "object"), \
+            with_instance(rle, _inst(np.ones((4, 5), bool)), index, "object")
+        assert isinstance(b.masks, RLEMasks) and b.to_dict() == a.to_dict()

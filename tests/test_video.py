@@ -73,11 +73,36 @@ def test_pruned_session_gives_the_same_tracks_as_an_unbounded_one(vseg, tmp_path
     a = list(vseg.track(long_video, "red car", score_threshold=THRESHOLD))
     b = list(unbounded.track(long_video, "red car", score_threshold=THRESHOLD))
     assert len(a) == len(b) == 40
+    # The window is 20 frames: the comparison means something only if objects are still tracked past it.
+    assert any(len(f) for f in a[21:]), "no object tracked after frame 20: pruning went untested"
+    assert {i.track_id for f in a[21:] for i in f} & {i.track_id for f in a[:20] for i in f}, \
+        "no object tracked across the window"
     for fa, fb in zip(a, b, strict=True):
         assert [i.track_id for i in fa] == [i.track_id for i in fb], fa.index
         for ia, ib in zip(fa, fb, strict=True):
             np.testing.assert_array_equal(ia.mask, ib.mask)
             assert ia.score == pytest.approx(ib.score, abs=1e-6)
+
+
+def test_a_rotated_phone_video_is_tracked_and_drawn_as_a_player_shows_it(vseg, tmp_path):
+    from test_video_orientation import SHOWN, _bright_corner, rotated_clip
+
+    from sam3studio.video.sinks import write_tracking
+
+    clip = rotated_clip(tmp_path / "phone.mp4", 90)  # stored 64x32, shown 32x64
+    frames = list(vseg.track(clip, "white box", score_threshold=THRESHOLD))
+    assert [(f.width, f.height) for f in frames] == [(32, 64)] * 3
+    assert any(len(f) for f in frames)
+    assert all(inst.mask.shape == (64, 32) for f in frames for inst in f)
+    # Nothing detected at 0.9: the overlay shows the frames themselves, upright, without a matrix to apply.
+    summary = write_tracking(vseg.track(clip, "white box", score_threshold=0.9), tmp_path / "out")
+    assert summary["video"]["rotation"] == 90 and (summary["video"]["width"], summary["video"]["height"]) == (32, 64)
+    with av.open(str(tmp_path / "out" / "overlay.mp4")) as c:
+        drawn = list(c.decode(video=0))
+    assert len(drawn) == 3
+    for frame in drawn:
+        assert (frame.width, frame.height) == (32, 64) and not frame.rotation
+        assert _bright_corner(frame.to_ndarray(format="rgb24")) == SHOWN[90]
 
 
 @pytest.mark.parametrize(("options", "indices"), [

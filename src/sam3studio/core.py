@@ -26,9 +26,9 @@ import hashlib
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from cachetools import LRUCache
 
 from sam3studio import interactive
 from sam3studio.cleanup import CleanupOptions
-from sam3studio.errors import InputError, ModelSourceError, TrackerUnavailable
+from sam3studio.errors import InputError, InputTooLargeError, ModelSourceError, TrackerUnavailable
 from sam3studio.interactive import (
     mask_digest,
     mask_to_logits,
@@ -47,15 +47,23 @@ from sam3studio.interactive import (
 )
 from sam3studio.io.images import ImageInput, load_image
 from sam3studio.model import LoadedModel, inference_context
-from sam3studio.prompts import Translation, Translator, identity_translator, parse_prompts
-from sam3studio.results import Instance, PromptResult, Segmentation
+from sam3studio.prompts import (
+    MAX_PROMPT_CHARS,
+    MAX_PROMPT_TOKENS,
+    MAX_PROMPTS,
+    Translation,
+    Translator,
+    identity_translator,
+    parse_prompts,
+)
+from sam3studio.results import Instance, PromptResult, RLEMasks, Segmentation, mask_to_rle
 from sam3studio.validation import validate_boxes, validate_clicks
 
-MAX_TEXT_TOKENS = 32  # SAM 3's text encoder context (the processor pads to this length)
+MAX_TEXT_TOKENS = MAX_PROMPT_TOKENS  # SAM 3's text encoder context (the processor pads to this length)
 DEFAULT_MAX_INSTANCES = 100
 # Queries scoring below this are dropped from the raw cache: no threshold a user can set reaches them.
 MIN_SCORE_THRESHOLD = 0.01
-_UPSAMPLE_CHUNK_PIXELS = 64_000_000  # bound on float32 elements upsampled at once (~256 MB)
+_UPSAMPLE_CHUNK_PIXELS = 16_000_000  # bound on float32 elements upsampled at once (~64 MB)
 BOX_ONLY_QUERY = "visual"  # the text SAM 3's processor pairs with exemplar boxes when no prompt is given
 
 
@@ -393,6 +401,10 @@ class Segmenter:
         boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
         box_labels: Sequence[int] | None = None,
         refine: CleanupOptions | None = None,
+        max_prompts: int = MAX_PROMPTS,
+        max_prompt_chars: int = MAX_PROMPT_CHARS,
+        masks: Literal["dense", "rle"] = "dense",
+        max_mask_pixels: int | None = None,
     ) -> Segmentation:
         """Find every instance of each prompt in ``image``.
 
@@ -407,6 +419,12 @@ class Segmenter:
                 refine every prompt; without, SAM 3 finds objects like the positive boxes alone.
             box_labels: one per box, 1 (positive, default) or 0 (negative: "not like this").
             refine: deprecated name of ``cleanup`` (warns; "refine" is click refinement now).
+            max_prompts, max_prompt_chars: the prompt limits (`sam3studio.prompts`); a server passes its own.
+            masks: ``"dense"`` (``Segmentation.masks`` is the ``(n, H, W)`` bool array) or ``"rle"`` (an
+                `RLEMasks`: each mask is encoded as soon as it is upsampled and cleaned, so one ``(H, W)`` mask
+                is held at a time, never the stack: what servers use).
+            max_mask_pixels: refuse (`InputTooLargeError`) when the instances kept times the image's pixels
+                exceed this budget, before any mask is upsampled.
 
         Returns:
             A `Segmentation` at the original resolution: boolean masks, XYXY pixel boxes, and per
@@ -423,10 +441,12 @@ class Segmenter:
         if prompts is None and boxes is not None:
             texts, translations = [BOX_ONLY_QUERY], [Translation(query=BOX_ONLY_QUERY)]
         else:
-            texts = parse_prompts(prompts)
+            texts = parse_prompts(prompts, max_prompts=max_prompts, max_chars=max_prompt_chars)
             translations = [self.translator(t) for t in texts]
         queries = [tr.query for tr in translations]
         _validate_thresholds(score_threshold, mask_threshold, max_instances)
+        if masks not in ("dense", "rle"):
+            raise InputError(f"masks must be 'dense' or 'rle', got {masks!r}")
         if box_labels is not None and boxes is None:
             raise InputError("box_labels given without boxes")
         rgb = load_image(image)
@@ -440,9 +460,9 @@ class Segmenter:
             raw = self._predict(key, rgb, queries, timer, geometry)
         t = time.perf_counter()
         seg = self._postprocess(raw, texts, translations, rgb.shape[0], rgb.shape[1], score_threshold,
-                                mask_threshold, max_instances)
-        if cleanup is not None and not cleanup.is_noop and len(seg):
-            seg.masks = cleanup.apply(seg.masks)
+                                mask_threshold, max_instances, masks=masks,
+                                cleanup=None if cleanup is None or cleanup.is_noop else cleanup,
+                                max_mask_pixels=max_mask_pixels)
         t = timer.add("postprocess", t)
         timer.timings["total"] = t - start
         seg.timings = timer.timings
@@ -622,6 +642,9 @@ class Segmenter:
         score_threshold: float,
         mask_threshold: float,
         max_instances: int | None,
+        masks: str = "dense",
+        cleanup: CleanupOptions | None = None,
+        max_mask_pixels: int | None = None,
     ) -> Segmentation:
         # Select first (cheap, on scores), upsample only what is kept.
         picks: list[tuple[int, int, float]] = []  # (prompt index, query index, score)
@@ -633,27 +656,33 @@ class Segmenter:
         if max_instances is not None and len(picks) > max_instances:
             best = sorted(range(len(picks)), key=lambda i: -picks[i][2])[:max_instances]
             picks = [picks[i] for i in sorted(best)]
+        if max_mask_pixels is not None and len(picks) * height * width > max_mask_pixels:
+            raise InputTooLargeError(
+                f"{len(picks)} instances x {height * width} pixels = {len(picks) * height * width} mask pixels, over "
+                f"the budget of {max_mask_pixels} (max_mask_pixels); raise the threshold, lower max_instances or "
+                "send a smaller image")
 
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        bounds = scale.clone()
-        masks = np.zeros((len(picks), height, width), dtype=bool)
         boxes = np.zeros((len(picks), 4), dtype=np.float32)
         if picks:
-            mh, mw = raw[picks[0][0]].mask_logits.shape[-2:]
-            chunk = max(1, _UPSAMPLE_CHUNK_PIXELS // max(1, height * width))
-            for start in range(0, len(picks), chunk):
-                group = picks[start : start + chunk]
-                low = torch.stack([raw[p].mask_logits[q] for p, q, _ in group]).float()
-                if low.shape[-2:] != (mh, mw):
-                    raise RuntimeError(f"inconsistent mask sizes from the model: {tuple(low.shape)}")
-                prob = torch.sigmoid(low)[None]
-                up = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)[0]
-                masks[start : start + len(group)] = (up > mask_threshold).cpu().numpy()
             box_t = torch.stack([raw[p].boxes[q].cpu() for p, q, _ in picks]) * scale
-            boxes = torch.minimum(box_t.clamp(min=0), bounds).numpy()
-
-        # Drop instances whose mask vanished at this mask threshold: nothing to show or export.
-        nonempty = masks.reshape(len(picks), -1).any(axis=1) if picks else np.zeros(0, bool)
+            boxes = torch.minimum(box_t.clamp(min=0), scale).numpy()
+        if masks == "rle":
+            rles: list[dict[str, Any] | None] = [
+                None if m is None else mask_to_rle(m if cleanup is None else cleanup.apply(m[None])[0])
+                for m in self._upsampled(raw, picks, height, width, mask_threshold)]  # one mask held at a time
+            nonempty = np.array([r is not None for r in rles], dtype=bool)
+            kept: np.ndarray | RLEMasks = RLEMasks([r for r in rles if r is not None], height, width)
+        else:
+            dense = np.zeros((len(picks), height, width), dtype=bool)
+            for k, m in enumerate(self._upsampled(raw, picks, height, width, mask_threshold)):
+                if m is not None:
+                    dense[k] = m
+            # Drop instances whose mask vanished at this mask threshold: nothing to show or export.
+            nonempty = dense.reshape(len(picks), -1).any(axis=1) if picks else np.zeros(0, bool)
+            kept = dense if nonempty.all() else dense[nonempty]
+            if cleanup is not None and len(kept):
+                kept = cleanup.apply(kept)
         prompt_ids = np.array([p for p, _, _ in picks], dtype=np.int64)[nonempty]
         scores = np.array([s for _, _, s in picks], dtype=np.float32)[nonempty]
         counts = np.bincount(prompt_ids, minlength=len(texts))
@@ -662,12 +691,25 @@ class Segmenter:
                          unknown_words=tuple(tr.unknown))
             for i, (text, tr) in enumerate(zip(texts, translations, strict=True))
         ]
-        return Segmentation(
-            width=width,
-            height=height,
-            prompts=prompt_results,
-            masks=masks[nonempty],
-            boxes=boxes[nonempty],
-            scores=np.clip(scores, 0.0, 1.0),
-            prompt_ids=prompt_ids,
-        )
+        return Segmentation(width=width, height=height, prompts=prompt_results, masks=kept, boxes=boxes[nonempty],
+                            scores=np.clip(scores, 0.0, 1.0), prompt_ids=prompt_ids)
+
+    @staticmethod
+    def _upsampled(raw: list[_RawPrediction], picks: list[tuple[int, int, float]], height: int, width: int,
+                   mask_threshold: float) -> Iterator[np.ndarray | None]:
+        """Each pick's ``(H, W)`` bool mask in order (None when empty), upsampled in chunks of bounded size."""
+        if not picks:
+            return
+        mh, mw = raw[picks[0][0]].mask_logits.shape[-2:]
+        chunk = max(1, _UPSAMPLE_CHUNK_PIXELS // max(1, height * width))
+        for start in range(0, len(picks), chunk):
+            group = picks[start : start + chunk]
+            low = torch.stack([raw[p].mask_logits[q] for p, q, _ in group]).float()
+            if low.shape[-2:] != (mh, mw):
+                raise RuntimeError(f"inconsistent mask sizes from the model: {tuple(low.shape)}")
+            prob = torch.sigmoid(low)[None]
+            up = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)[0]
+            binary = (up > mask_threshold).cpu().numpy()
+            del up
+            for m in binary:
+                yield m if m.any() else None

@@ -51,4 +51,12 @@ class Cancelled(Sam3StudioError):
 
 
 class JobNotFound(Sam3StudioError):
-    """No job with this id (never created, or deleted). Maps to HTTP 404."""
+    """No job with this id (never created). Maps to HTTP 404."""
+
+
+class JobGone(JobNotFound):
+    """The job existed, but it was deleted or swept after its retention period (a tombstone). Maps to HTTP 410."""
+
+
+class InsufficientStorage(Sam3StudioError):
+    """The data dir's free space is below the configured floor: no new video job. Maps to HTTP 507."""

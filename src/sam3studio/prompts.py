@@ -10,11 +10,12 @@ from sam3studio.errors import InputError
 
 MAX_PROMPTS = 32
 MAX_PROMPT_CHARS = 200
+MAX_PROMPT_TOKENS = 32  # SAM 3's text encoder context: a longer prompt is refused by the engine, whatever its characters
 
 # ASCII comma, full-width comma, ideographic comma and semicolons separate prompts.
 _SEPARATORS = re.compile(r"[,，、;；]")
 
-__all__ = ["parse_prompts", "MAX_PROMPTS", "MAX_PROMPT_CHARS", "Translation", "Translator", "identity_translator"]
+__all__ = ["parse_prompts", "MAX_PROMPTS", "MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS", "Translation", "Translator", "identity_translator"]
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ def _label_text(seg: Segmentation, i: int) -> str:
     text = prompt.text
     if not text.isascii() and prompt.query and prompt.query.isascii():
         text = prompt.query
-    return f"{text} {float(seg.scores[i]):.2f}"
+    score = float(seg.scores[i])
+    return text if np.isnan(score) else f"{text} {score:.2f}"  # NaN: an object added by clicks, not detected
 
 
 def render_overlay(

@@ -3,7 +3,9 @@
 `Segmentation` holds every instance found in one image as parallel arrays, in the style of
 `supervision.Detections`:
 
-- ``masks``      ``(n, H, W)`` bool, in original-image pixels
+- ``masks``      ``(n, H, W)`` bool, in original-image pixels (or an `RLEMasks`, the same masks kept as
+                 COCO RLE: what `Segmenter.segment(masks="rle")` returns for servers; index it for one
+                 ``(H, W)`` bool mask, ``np.asarray`` it for the dense array)
 - ``boxes``      ``(n, 4)`` float32, XYXY in original-image pixels
 - ``scores``     ``(n,)`` float32 in [0, 1]
 - ``prompt_ids`` ``(n,)`` int64, index into ``prompts``
@@ -28,6 +30,7 @@ SCHEMA_VERSION = 1
 __all__ = [
     "Instance",
     "PromptResult",
+    "RLEMasks",
     "Segmentation",
     "mask_to_rle",
     "rle_to_mask",
@@ -43,16 +46,87 @@ def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def masks_to_rles(masks: np.ndarray) -> list[dict[str, Any]]:
-    """Encode ``(n, H, W)`` boolean masks as a list of COCO RLE dicts (one pycocotools call)."""
+def masks_to_rles(masks: np.ndarray | RLEMasks) -> list[dict[str, Any]]:
+    """Encode ``(n, H, W)`` boolean masks as a list of COCO RLE dicts.
+
+    One mask at a time: pycocotools wants Fortran order, and converting the whole stack at once would
+    copy it whole (4 GB for 100 masks of a 40 MP image). `RLEMasks` are returned as they are.
+    """
+    if isinstance(masks, RLEMasks):
+        return list(masks.rles)
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"masks must be 3-D (n, H, W), got shape {masks.shape}")
-    if len(masks) == 0:
-        return []
-    # pycocotools wants (H, W, n) in Fortran order.
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8))
-    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
+    return [mask_to_rle(m) for m in masks]
+
+
+class RLEMasks:
+    """``(n, H, W)`` boolean masks kept as COCO RLE dicts: a few KB per mask instead of H x W bytes.
+
+    Quacks like the dense array where `Segmentation` and its consumers need it: ``len``, ``shape``,
+    ``ndim``, ``dtype``; ``masks[i]`` decodes one ``(H, W)`` bool mask; a slice, an index list or a
+    boolean array gives a new `RLEMasks`; iterating decodes one mask at a time; ``np.asarray(masks)``
+    decodes them all into the dense array (the memory it saves is then spent, so servers avoid it).
+    """
+
+    ndim = 3
+    dtype = np.dtype(bool)
+
+    def __init__(self, rles: Sequence[dict[str, Any]], height: int, width: int) -> None:
+        self.rles = tuple(rles)
+        self.height, self.width = int(height), int(width)
+        for rle in self.rles:
+            if tuple(rle["size"]) != (self.height, self.width):
+                raise ValueError(f"an RLE mask of size {rle['size']} in masks of {self.height}x{self.width}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.rles), self.height, self.width)
+
+    @property
+    def size(self) -> int:
+        return len(self.rles) * self.height * self.width
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def __getitem__(self, index: Any) -> np.ndarray | RLEMasks:
+        if isinstance(index, (int, np.integer)):
+            return rle_to_mask(self.rles[int(index)])
+        picked = np.arange(len(self.rles))[index]
+        return RLEMasks([self.rles[int(i)] for i in np.atleast_1d(picked)], self.height, self.width)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for rle in self.rles:
+            yield rle_to_mask(rle)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.zeros(self.shape, dtype=bool)
+        for i, rle in enumerate(self.rles):
+            out[i] = rle_to_mask(rle)
+        return out if dtype is None else out.astype(dtype)
+
+    def areas(self) -> np.ndarray:
+        """Pixel count of each mask, ``(n,)`` int64, from the runs (nothing decoded)."""
+        if not self.rles:
+            return np.zeros(0, np.int64)
+        return np.asarray(mask_utils.area([_coco(r) for r in self.rles]), dtype=np.int64).reshape(-1)
+
+    def any(self, axis: int | None = None) -> np.ndarray | bool:
+        """``axis=0``: the union ``(H, W)``; ``None``: whether any mask has a pixel."""
+        if axis is None:
+            return bool(self.areas().sum())
+        if axis != 0:
+            raise ValueError("RLEMasks.any supports axis=0 or None")
+        union = np.zeros((self.height, self.width), bool)
+        for mask in self:
+            union |= mask
+        return union
+
+
+def _coco(rle: dict[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 def _compressed_counts(data: bytes, total: int) -> np.ndarray:
@@ -134,11 +208,12 @@ class PromptResult:
 
     ``text`` is what the user typed, ``query`` what reached the model (they differ once prompts
     are translated), ``presence_score`` SAM 3's image-level probability that the concept is
-    present, ``count`` the number of instances kept for it.
+    present (None for objects that no prompt found, such as one added by clicks), ``count`` the
+    number of instances kept for it.
     """
 
     text: str
-    presence_score: float
+    presence_score: float | None
     count: int
     query: str | None = None
     unknown_words: tuple[str, ...] = ()
@@ -151,7 +226,7 @@ class PromptResult:
         return {
             "text": self.text,
             "query": self.query,
-            "presence_score": round(float(self.presence_score), 6),
+            "presence_score": None if self.presence_score is None else round(float(self.presence_score), 6),
             "count": int(self.count),
             "unknown_words": list(self.unknown_words),
         }
@@ -197,12 +272,16 @@ class Segmentation:
     scores: np.ndarray
     prompt_ids: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    # SAM's predicted IoU of instances refined by clicks (`Segmenter.refine`), NaN for the others; None when none
+    # was. A refined object that no prompt detected has no detection score: its ``scores`` entry is NaN.
+    predicted_iou: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.width, self.height = int(self.width), int(self.height)
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"image size must be positive, got width={self.width} height={self.height}")
-        self.masks = np.asarray(self.masks, dtype=bool)
+        if not isinstance(self.masks, RLEMasks):
+            self.masks = np.asarray(self.masks, dtype=bool)
         self.boxes = np.asarray(self.boxes, dtype=np.float32) if np.size(self.boxes) else np.zeros((0, 4), np.float32)
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         self.prompt_ids = np.asarray(self.prompt_ids, dtype=np.int64).reshape(-1)
@@ -212,7 +291,7 @@ class Segmentation:
             "boxes": ((n, 4), self.boxes.shape),
             "prompt_ids": ((n,), self.prompt_ids.shape),
         }
-        if self.masks.size == 0 and n == 0:
+        if self.masks.size == 0 and n == 0 and not isinstance(self.masks, RLEMasks):
             self.masks = np.zeros((0, self.height, self.width), dtype=bool)
             expected["masks"] = ((0, self.height, self.width), self.masks.shape)
         for name, (want, got) in expected.items():
@@ -220,8 +299,13 @@ class Segmentation:
                 raise ValueError(f"{name} must have shape {tuple(want)} for {n} instances, got {tuple(got)}")
         if n and (self.prompt_ids.min() < 0 or self.prompt_ids.max() >= len(self.prompts)):
             raise ValueError(f"prompt_ids must index into {len(self.prompts)} prompts, got {self.prompt_ids.tolist()}")
-        if n and not np.all((self.scores >= 0) & (self.scores <= 1)):
-            raise ValueError("scores must lie in [0, 1]")
+        if n and not np.all(np.isnan(self.scores) | ((self.scores >= 0) & (self.scores <= 1))):
+            raise ValueError("scores must lie in [0, 1] (NaN: no detection score)")
+        if self.predicted_iou is not None:
+            self.predicted_iou = np.asarray(self.predicted_iou, dtype=np.float32).reshape(-1)
+            iou = self.predicted_iou
+            if iou.shape != (n,) or not np.all(np.isnan(iou) | ((iou >= 0) & (iou <= 1))):
+                raise ValueError(f"predicted_iou must hold {n} values in [0, 1] or NaN, got {iou.tolist()}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -247,15 +331,18 @@ class Segmentation:
         ]
         inst = data["instances"]
         masks = np.stack([rle_to_mask(i["mask"]) for i in inst]) if inst else np.zeros((0, height, width), bool)
+        ious = [i.get("predicted_iou") for i in inst]
         return cls(
             width=width,
             height=height,
             prompts=prompts,
             masks=masks,
             boxes=np.array([i["box_xyxy"] for i in inst], np.float32).reshape(-1, 4),
-            scores=np.array([i["score"] for i in inst], np.float32),
+            scores=np.array([np.nan if i["score"] is None else i["score"] for i in inst], np.float32),
             prompt_ids=np.array([i["prompt_index"] for i in inst], np.int64),
             timings=dict(data.get("timings", {})),
+            predicted_iou=None if all(v is None for v in ious) else
+            np.array([np.nan if v is None else v for v in ious], np.float32),
         )
 
     # ------------------------------------------------------------------ access
@@ -265,6 +352,8 @@ class Segmentation:
     @property
     def areas(self) -> np.ndarray:
         """Pixel count of each mask, ``(n,)`` int64."""
+        if isinstance(self.masks, RLEMasks):
+            return self.masks.areas()
         return self.masks.sum(axis=(1, 2), dtype=np.int64)
 
     @property
@@ -307,6 +396,7 @@ class Segmentation:
             scores=self.scores[idx],
             prompt_ids=self.prompt_ids[idx],
             timings=dict(self.timings),
+            predicted_iou=None if self.predicted_iou is None else self.predicted_iou[idx],
         )
 
     def label_map(self) -> np.ndarray:
@@ -322,15 +412,26 @@ class Segmentation:
         return out
 
     # ------------------------------------------------------------------ conversion
+    def _instance_dicts(self) -> list[dict[str, Any]]:
+        """Every instance as `Instance.to_dict` writes it, without its mask (nothing decoded)."""
+        areas, total = self.areas, float(self.width * self.height)
+        out = [{"id": i, "prompt": self.prompts[int(p)].text, "prompt_index": int(p),
+                "score": None if np.isnan(self.scores[i]) else round(float(self.scores[i]), 6),
+                "box_xyxy": [round(float(v), 2) for v in self.boxes[i]],
+                "area": int(areas[i]), "area_ratio": round(float(areas[i] / total), 6)}
+               for i, p in enumerate(self.prompt_ids)]
+        if self.predicted_iou is not None:
+            for d, iou in zip(out, self.predicted_iou, strict=True):
+                if not np.isnan(iou):
+                    d["predicted_iou"] = round(float(iou), 6)
+        return out
+
     def to_dict(self, include_masks: bool = True) -> dict[str, Any]:
         """JSON-ready dict; the same schema the REST API returns (see `sam3studio.schemas`)."""
-        rles = masks_to_rles(self.masks) if include_masks else [None] * len(self)
-        instances = []
-        for inst, rle in zip(self, rles, strict=True):
-            d = inst.to_dict(include_mask=False)
-            if include_masks:
+        instances = self._instance_dicts()
+        if include_masks:
+            for d, rle in zip(instances, masks_to_rles(self.masks), strict=True):
                 d["mask"] = rle
-            instances.append(d)
         return {
             "schema_version": SCHEMA_VERSION,
             "width": self.width,
@@ -376,7 +477,7 @@ class Segmentation:
             raise ImportError("to_detections() needs the 'supervision' package: pip install supervision") from exc
         return sv.Detections(
             xyxy=self.boxes.astype(np.float32),
-            mask=self.masks,
+            mask=np.asarray(self.masks),
             confidence=self.scores,
             class_id=self.prompt_ids.astype(int),
             data={"class_name": np.array([self.prompts[i].text for i in self.prompt_ids], dtype=object)},

@@ -20,7 +20,8 @@ class RLE(BaseModel):
 class PromptOut(BaseModel):
     text: str = Field(description="The prompt as given")
     query: str = Field(description="What the model saw (differs when the prompt was translated)")
-    presence_score: float = Field(ge=0, le=1, description="SAM 3's probability that the concept is in the image")
+    presence_score: float | None = Field(ge=0, le=1, description="SAM 3's probability that the concept is in the "
+                                         "image (null for objects added by clicks, which no prompt found)")
     count: int = Field(ge=0, description="Instances kept for this prompt; 0 means no match")
     unknown_words: list[str] = Field(default_factory=list, description="Words the translator did not understand")
 
@@ -29,7 +30,10 @@ class InstanceOut(BaseModel):
     id: int = Field(ge=0)
     prompt: str
     prompt_index: int = Field(ge=0)
-    score: float = Field(ge=0, le=1)
+    score: float | None = Field(ge=0, le=1, description="detection score (null for an object added by clicks, "
+                                "which was not detected)")
+    predicted_iou: float | None = Field(None, ge=0, le=1, description="SAM's predicted IoU of a mask refined by "
+                                        "clicks (absent otherwise)")
     box_xyxy: list[float] = Field(min_length=4, max_length=4, description="XYXY in original-image pixels")
     area: int = Field(ge=0, description="Mask area in pixels")
     area_ratio: float = Field(ge=0, le=1, description="Mask area / image area")

@@ -203,6 +203,8 @@ class SegmentService:
         # Called with (segmentation, options) after each successful `segment` (metrics, drift, the access log).
         self.observers: list[Callable[[Segmentation, SegmentOptions], None]] = []
         self.gate = AdmissionGate(settings.max_concurrent, settings.max_queue, settings.queue_timeout_s)
+        # Decoding runs before the model's gate (a request must be decoded to be queued): it gets a bound of its own.
+        self.decode_gate = AdmissionGate(settings.max_decodes, settings.max_queue, settings.queue_timeout_s)
         self._load_lock = threading.Lock()
         self._load_started = False
         self._load_done = threading.Event()  # set when a background load ended, loaded or failed
@@ -298,7 +300,9 @@ class SegmentService:
 
     # ------------------------------------------------------------------ inputs
     def decode_image(self, data: bytes | np.ndarray | Any) -> np.ndarray:
-        return load_image(data, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_upload_bytes)
+        """Decode within the limits, ``max_decodes`` at a time (`Overloaded` when too many wait)."""
+        with self.decode_gate.admit():
+            return load_image(data, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_upload_bytes)
 
     def fetch_image(self, url: str) -> np.ndarray:
         from sam3studio.io.urls import FetchPolicy, fetch_url
@@ -312,12 +316,15 @@ class SegmentService:
 
     # ------------------------------------------------------------------ work
     def segment(self, image: np.ndarray, prompts: str | Sequence[str] | None,
-                options: SegmentOptions = SegmentOptions(), cancelled: Callable[[], bool] | None = None) -> Segmentation:
+                options: SegmentOptions = SegmentOptions(), cancelled: Callable[[], bool] | None = None,
+                masks: str = "dense") -> Segmentation:
         """Validate, wait for admission, run the model. Raises only `Sam3StudioError` for bad input or load.
 
         ``cancelled`` says whether the caller has gone away: checked while queued and once more before
         model work starts (a running forward pass is not interrupted). An out-of-memory error fails this
         request with `OutOfMemory` after freeing the caches, so the next request starts clean.
+        ``masks="rle"`` keeps the masks as COCO RLE (`RLEMasks`, one mask upsampled at a time); the
+        ``max_mask_pixels`` budget (instances x pixels) applies either way (`InputTooLargeError`).
         """
         no_prompt = prompts is None or (isinstance(prompts, (list, tuple)) and not prompts)
         queries = None if no_prompt and options.boxes is not None else self.parse_prompts(prompts)
@@ -331,7 +338,10 @@ class SegmentService:
                 batcher.encode(image)
             return segmenter.segment(image, queries, score_threshold=options.score_threshold,
                                      mask_threshold=options.mask_threshold, cleanup=cleanup, max_instances=limit,
-                                     boxes=options.boxes, box_labels=options.box_labels)
+                                     boxes=options.boxes, box_labels=options.box_labels,
+                                     max_prompts=self.settings.max_prompts,
+                                     max_prompt_chars=self.settings.max_prompt_chars, masks=masks,
+                                     max_mask_pixels=self.settings.max_mask_pixels)
 
         seg = self._run(cancelled, work,
             f"a {image.shape[1]}x{image.shape[0]} image with {len(queries or ())} prompt(s)",

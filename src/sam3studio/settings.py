@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     max_prompts: int = Field(16, ge=1, le=64)
     max_prompt_chars: int = Field(200, ge=1)
     max_instances: int = Field(100, ge=1, description="Most instances returned per image")
+    max_mask_pixels: int = Field(1_000_000_000, ge=1, description="Budget of instances x image pixels per request "
+                                 "(the masks' upsampling work); beyond it, 413")
+    max_decodes: int = Field(2, ge=1, description="Images decoded at once (decoding comes before the model's queue)")
 
     # Admission: model work runs `max_concurrent` at a time; `max_queue` more may wait.
     max_concurrent: int = Field(1, ge=1)
@@ -59,6 +62,10 @@ class Settings(BaseSettings):
     max_video_duration_s: float = Field(600.0, gt=0, description="Longest accepted video")
     max_video_jobs: int = Field(4, ge=1, description="Video jobs queued plus running; beyond, 503")
     video_job_timeout_s: float = Field(3600.0, gt=0, description="A running video job fails after this long")
+    video_job_retention_h: float = Field(24.0, gt=0, description="Finished, failed and cancelled video jobs keep "
+                                         "their files this long, then are swept (their ids answer 410)")
+    min_free_disk_mb: float = Field(1024.0, ge=0, description="New video jobs are refused (507) when the data "
+                                    "dir has less free space than this")
 
     lang: Literal["auto", "en", "zh"] = Field("auto", description="UI language; 'auto' follows the browser's Accept-Language")
 

@@ -29,6 +29,7 @@ from sam3studio.api import docs, images, system, videos
 from sam3studio.api.bodies import add_body_schemas
 from sam3studio.api.deps import api_key_checker, require_api_key_asgi
 from sam3studio.api.errors import install_handlers, route_methods
+from sam3studio.api.limits import BodyLimitMiddleware, body_limits
 from sam3studio.api.schemas import ErrorResponse
 from sam3studio.jobs import JobRunner
 from sam3studio.llm.inputs import PathPolicy
@@ -113,12 +114,16 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         docs_url=None, redoc_url=None,  # served by `docs.add_docs`, with their assets from this server
     )
     app.state.settings, app.state.service, app.state.jobs = settings, service, jobs
+    app.state.body_limits = body_limits(settings, API_PREFIX)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     install_handlers(app)
     docs.add_docs(app)
     _include_routers(app, settings)
     if settings.mcp:
         _mount_mcp(app, service, jobs, settings)
+    # Every body of every route (the API, /mcp, the UI mounted below, whatever comes later) is counted; only the
+    # observability middleware is outside it, so refused bodies are logged and counted too.
+    app.add_middleware(BodyLimitMiddleware, limits=app.state.body_limits)
     install_observability(app, settings, service, jobs,  # before the UI: /metrics must not fall to its catch-all
                           auth=api_key_checker(settings) if settings.api_key is not None else None,
                           quiet_routes=(f"{API_PREFIX}/health", f"{API_PREFIX}/ready"))
@@ -127,7 +132,10 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
 
         from sam3studio.ui import build_ui
 
-        app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs), path="/", max_file_size=settings.max_upload_bytes,
+        # Gradio's file limit is one for the whole page: the largest a tab accepts (the Video tab's videos);
+        # the image tab's handlers refuse images over max_upload_mb when they decode them.
+        app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs), path="/",
+                                  max_file_size=max(settings.max_upload_bytes, settings.max_video_bytes),
                                   footer_links=["api"], show_error=False, auth=settings.ui_credentials(),
                                   auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.")
     return app

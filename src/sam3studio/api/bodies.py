@@ -58,12 +58,6 @@ def _unsupported(ctype: str) -> ApiError:
                     "multipart/form-data or application/json")
 
 
-def _check_length(request: Request, limit: int, what: str) -> None:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise ApiError(413, "too_large", f"request body is {int(length)} bytes; {what} is {limit}")
-
-
 async def _json_body(request: Request) -> Any:
     try:
         return await request.json()
@@ -135,8 +129,7 @@ async def read_image_request(request: Request, settings: Settings, service: Segm
                              form_fields: set[str]) -> tuple[Any, np.ndarray]:
     """An image request's options and decoded image: multipart (`image` file + fields) or JSON."""
     ctype = _content_type(request)
-    # Base64 inflates by 4/3; leave room for the other fields.
-    _check_length(request, int(settings.max_upload_bytes * 4 / 3) + 64 * 1024, "the limit")
+    # The whole body is bounded by `api.limits.BodyLimitMiddleware` (upload limit plus base64 and form overhead).
     try:
         if ctype == "multipart/form-data":
             form = await request.form(max_files=1, max_fields=32, max_part_size=1024 * 1024)
@@ -201,7 +194,6 @@ async def read_video_request(request: Request, settings: Settings,
     """
     limit = settings.max_video_bytes
     ctype = _content_type(request)
-    _check_length(request, limit + 1024 * 1024, "the video limit")
     try:
         if ctype == "multipart/form-data":
             await run_in_threadpool(runner.check_capacity)

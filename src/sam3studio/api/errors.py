@@ -1,8 +1,8 @@
 """The API's one error envelope, ``{"error": {"code": "...", "message": "..."}}``, and the handlers that produce it.
 
 Library errors map to statuses here, in one table (`to_api_error`): 400 bad input, 404 unknown job,
-409 a feature the checkpoint lacks, 413 too large, 503 busy / not ready / out of memory (with
-Retry-After). Any other exception is a bug of ours: logged, answered 500 without details.
+409 a feature the checkpoint lacks, 410 a deleted or swept job, 413 too large, 503 busy / not ready /
+out of memory (with Retry-After), 507 too little disk for a new video job. Any other exception is a bug of ours: logged, answered 500 without details.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, compile_path
 
+from sam3studio.api.limits import BodyTooLarge
 from sam3studio.errors import (
     Cancelled,
     InputError,
     InputTooLargeError,
+    InsufficientStorage,
+    JobGone,
     JobNotFound,
     ModelSourceError,
     NotReady,
@@ -60,8 +63,12 @@ def to_api_error(exc: Exception) -> ApiError:
     """The answer for a library error (re-raises anything that is not one)."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, JobGone):  # a tombstone: the job existed and was deleted or swept
+        return ApiError(410, "gone", str(exc))
     if isinstance(exc, JobNotFound):
         return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, InsufficientStorage):
+        return ApiError(507, "insufficient_storage", str(exc), {"Retry-After": "600"})
     if isinstance(exc, Overloaded):
         return ApiError(503, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, NotReady):
@@ -120,6 +127,10 @@ async def _library_error(_: Request, exc: Sam3StudioError) -> JSONResponse:
     return error_response(e.status, e.code, e.message, e.headers)
 
 
+async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
+    return error_response(413, "too_large", str(exc))  # what BodyLimitMiddleware answers anyway
+
+
 async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
     return error_response(422, "invalid_fields", validation_message(exc))
 
@@ -140,6 +151,7 @@ async def _bug(_: Request, exc: Exception) -> JSONResponse:
 def install_handlers(app: FastAPI) -> None:
     """Make every error of ``app`` answer in the envelope."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(BodyTooLarge, _too_large)
     app.add_exception_handler(Sam3StudioError, _library_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

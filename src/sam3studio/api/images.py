@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 
 from sam3studio.api.bodies import REFINE_BODY, REFINE_FIELDS, SEGMENT_BODY, SEGMENT_FIELDS, read_image_request
 from sam3studio.api.deps import get_service, get_settings, run_unless_gone
+from sam3studio.api.encoding import json_response
 from sam3studio.api.errors import ApiError
 from sam3studio.api.schemas import (
     ErrorResponse,
@@ -37,7 +38,9 @@ router = APIRouter(tags=["segment"])
 
 
 def segmentation_response(seg: Segmentation, fmt: MaskFormat, model: dict[str, Any]) -> dict[str, Any]:
-    """The response body: `Segmentation.to_dict()` with masks in the asked format, plus model info."""
+    """The response body: `Segmentation.to_dict()` with masks in the asked format, plus model info.
+
+    With `RLEMasks` (the service path) RLE is taken as it is and other formats decode one mask at a time."""
     return {**segmentation_dict(seg, fmt), "model": model}
 
 
@@ -52,8 +55,11 @@ async def segment(request: Request, service: SegmentService = Depends(get_servic
     """
     params, image = await read_image_request(request, settings, service, SegmentParams, SegmentJSONRequest,
                                              SEGMENT_FIELDS)
-    seg = await run_unless_gone(request, service.segment, image, params.prompt_value(), params.options())
-    return JSONResponse(segmentation_response(seg, params.mask_format, service.info()["model"]))
+    # Masks as RLE from the start: one (H, W) mask is upsampled at a time, never the whole stack.
+    seg = await run_unless_gone(request, functools.partial(service.segment, masks="rle"), image,
+                                params.prompt_value(), params.options())
+    del image
+    return await json_response(segmentation_response, seg, params.mask_format, service.info()["model"])
 
 
 async def _mask_to_refine(params: RefineParams, image: np.ndarray) -> np.ndarray | None:
@@ -86,7 +92,11 @@ async def refine(request: Request, service: SegmentService = Depends(get_service
     inst = await run_unless_gone(request, service.refine, image, params.points, params.point_labels, params.box, mask,
                                  params.mask_threshold)
     inst = dataclasses.replace(inst, prompt=params.label)
-    body = inst.to_dict(include_mask=params.mask_format == "rle")
-    set_mask(body, inst.mask, params.mask_format)
-    return JSONResponse({"width": int(image.shape[1]), "height": int(image.shape[0]), "instance": body,
-                         "model": service.info()["model"]})
+
+    def body() -> dict[str, Any]:
+        out = inst.to_dict(include_mask=params.mask_format == "rle")
+        set_mask(out, inst.mask, params.mask_format)
+        return {"width": int(image.shape[1]), "height": int(image.shape[0]), "instance": out,
+                "model": service.info()["model"]}
+
+    return await json_response(body)

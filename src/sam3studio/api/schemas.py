@@ -196,5 +196,7 @@ class Info(BaseModel):
     error: str | None
     model: ModelInfo
     limits: dict[str, float | int]
+    body_limits: dict[str, Any] = Field(default_factory=dict, description="request-body limit in bytes per route "
+                                        "(`routes`: path, content type, limit) and for every other path (`default`)")
     queue: QueueState
     rss_mb: float | None = Field(None, description="resident memory of the server process (Linux)")

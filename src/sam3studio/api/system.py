@@ -13,6 +13,7 @@ from sam3studio.api.deps import get_service, get_settings
 from sam3studio.api.errors import allowed_methods, error_response, to_api_error
 from sam3studio.api.schemas import ErrorResponse, Health, Info, ModelInfo, QueueState, Ready
 from sam3studio.errors import NotReady
+from sam3studio.prompts import MAX_PROMPT_TOKENS
 from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
 
@@ -25,7 +26,9 @@ protected = APIRouter(tags=["status"])
 fallback = APIRouter(include_in_schema=False)
 
 INFO_LIMITS = ("max_upload_mb", "max_pixels", "max_prompts", "max_prompt_chars", "max_instances", "max_concurrent",
-               "max_queue", "url_timeout_s")
+               "max_queue", "url_timeout_s", "max_mask_pixels", "max_decodes", "max_video_mb", "max_video_jobs",
+               "video_job_retention_h",
+               "min_free_disk_mb")
 
 
 def rss_mb() -> float | None:
@@ -56,8 +59,9 @@ async def ready(service: SegmentService = Depends(get_service)) -> Any:
 
 
 @protected.get("/info", response_model=Info)
-async def info(service: SegmentService = Depends(get_service), settings: Settings = Depends(get_settings)) -> Info:
-    """Versions, model, device, dtype and the input limits in force."""
+async def info(request: Request, service: SegmentService = Depends(get_service),
+               settings: Settings = Depends(get_settings)) -> Info:
+    """Versions, model, device, dtype, the input limits in force and the request-body limit of each route."""
     import torch  # already imported by the engine; deferred so that building the app stays light
     import transformers
 
@@ -65,7 +69,8 @@ async def info(service: SegmentService = Depends(get_service), settings: Setting
     return Info(version=__version__, python=platform.python_version(), torch=torch.__version__,
                 transformers=transformers.__version__, ready=state["ready"], loading=state["loading"],
                 error=state["error"], model=ModelInfo(**state["model"]),
-                limits={k: getattr(settings, k) for k in INFO_LIMITS},
+                limits={**{k: getattr(settings, k) for k in INFO_LIMITS}, "max_prompt_tokens": MAX_PROMPT_TOKENS},
+                body_limits=request.app.state.body_limits.table(),
                 queue=QueueState(running=service.gate.active, waiting=service.gate.waiting,
                                  peak_waiting=service.gate.peak_waiting), rss_mb=rss_mb())
 

@@ -1,16 +1,18 @@
 """Safe image decoding: any accepted input becomes an ``(H, W, 3)`` uint8 RGB array.
 
 Accepts a path, raw bytes, a binary file object, a PIL image or an array. Decoding is guarded:
-a format allow-list, a pixel limit (Pillow's decompression-bomb check turned into an error),
-truncated/corrupt files rejected, EXIF orientation applied so masks line up with what a viewer
-shows, and every colour mode (CMYK, palette, LA, RGBA, 16-bit) converted to 8-bit RGB.
+a format allow-list, a pixel limit (width x height from the header, before decoding), truncated or
+corrupt files rejected (while Pillow's process-wide ``LOAD_TRUNCATED_IMAGES`` stays off, its default),
+EXIF orientation applied so masks line up with what a viewer shows, and every colour mode (CMYK,
+palette, LA, RGBA, 16-bit) converted to 8-bit RGB. Pillow's global settings are never changed here
+(not thread-safe), only read.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
-import warnings
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from sam3studio.errors import InputError, InputTooLargeError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 50_000_000  # about 8k x 6k
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -53,48 +57,55 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _warn_if_truncated_images_allowed() -> None:
+    global _warned_truncated
+    if ImageFile.LOAD_TRUNCATED_IMAGES and not _warned_truncated:
+        _warned_truncated = True
+        log.warning("Pillow's LOAD_TRUNCATED_IMAGES is on in this process (another library set it): truncated "
+                    "images are padded by Pillow instead of refused")
+
+
+_warned_truncated = False
+
+
 def _open(data: bytes | IO[bytes], max_pixels: int, name: str) -> Image.Image:
-    prev, prev_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+    """Open and decode, checking the format and width x height from the header before any pixel is decoded.
+
+    Pillow's process-wide settings (``Image.MAX_IMAGE_PIXELS``, ``ImageFile.LOAD_TRUNCATED_IMAGES``) and the
+    warning filters are read, never changed: changing them per call is not thread-safe. The explicit pixel
+    check is the limit; Pillow's own bomb check (on by default) only adds a second, higher one.
+    """
+    _warn_if_truncated_images_allowed()
     try:
-        Image.MAX_IMAGE_PIXELS = max_pixels
-        ImageFile.LOAD_TRUNCATED_IMAGES = False  # another library may have set it globally
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            try:
-                img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-                if img.format not in ALLOWED_FORMATS:
-                    raise InputError(
-                        f"{name}: unsupported image format {img.format!r}; "
-                        f"use one of {', '.join(sorted(ALLOWED_FORMATS - {'MPO'}))}"
-                    )
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise InputTooLargeError(f"{name}: image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
-                img.seek(0)  # first frame of GIF/TIFF stacks
-                img.load()
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise InputTooLargeError(f"{name}: image has too many pixels (limit {max_pixels}): {exc}") from None
-            except UnidentifiedImageError:
-                raise InputError(f"{name}: not a readable image (unknown or corrupt format)") from None
-            except (OSError, SyntaxError, ValueError) as exc:
-                if isinstance(exc, InputError):
-                    raise
-                raise InputError(f"{name}: corrupt or truncated image ({exc})") from None
-        return img
-    finally:
-        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = prev, prev_truncated
+        img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        if img.format not in ALLOWED_FORMATS:
+            raise InputError(
+                f"{name}: unsupported image format {img.format!r}; "
+                f"use one of {', '.join(sorted(ALLOWED_FORMATS - {'MPO'}))}"
+            )
+        w, h = img.size
+        if w * h > max_pixels:
+            raise InputTooLargeError(f"{name}: image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
+        img.seek(0)  # first frame of GIF/TIFF stacks
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise InputTooLargeError(f"{name}: image has too many pixels (limit {max_pixels}): {exc}") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{name}: corrupt or truncated image ({exc})") from None
+    return img
 
 
 def _load_pil(img: Image.Image) -> Image.Image:
     """Decode a (possibly lazy, e.g. from ``Image.open``) PIL image, refusing truncated data."""
-    prev_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+    _warn_if_truncated_images_allowed()
     try:
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
         img.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"corrupt or truncated image ({exc})") from None
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = prev_truncated
     return img
 
 

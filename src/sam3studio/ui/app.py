@@ -86,6 +86,7 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
         lang_radio.input(relabel, [lang_radio, *(row.component for row in labelled if row.keeps)], components,
                          api_name="language", queue=False)
         demo.load(on_load, None, components, api_name=False, queue=False)
+        demo.unload(ctx.end_session)  # the session's download folders go when its tab closes
     # Bounded like the API: beyond running + waiting requests, Gradio answers "queue full" at once.
     demo.queue(max_size=settings.max_concurrent + settings.max_queue)
     return demo

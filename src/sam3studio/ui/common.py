@@ -26,21 +26,43 @@ KEEP_RUN_DIRS = 32
 
 
 class RunDirs:
-    """Per-run download folders; only the newest few are kept on disk."""
+    """Per-run download folders, grouped by browser session: a session keeps its newest few, and all of a
+    session's folders are removed when the session ends (`drop`, from the page's ``unload`` event)."""
 
     def __init__(self, keep: int = KEEP_RUN_DIRS) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="sam3studio-ui-"))
-        self._dirs: collections.deque[Path] = collections.deque()
+        self._dirs: dict[str, collections.deque[Path]] = {}
         self._keep = keep
         self._lock = threading.Lock()
 
-    def new(self) -> Path:
+    @staticmethod
+    def _name(session: str | None) -> str:
+        """A folder name for ``session`` (Gradio's session hash; anything else is reduced to safe characters)."""
+        return "".join(c for c in (session or "") if c.isalnum() or c in "-_")[:64] or "no-session"
+
+    def new(self, session: str | None = None) -> Path:
         with self._lock:
-            path = Path(tempfile.mkdtemp(dir=self.root))
-            self._dirs.append(path)
-            while len(self._dirs) > self._keep:
-                shutil.rmtree(self._dirs.popleft(), ignore_errors=True)
+            name = self._name(session)
+            folder = self.root / name
+            folder.mkdir(exist_ok=True)
+            path = Path(tempfile.mkdtemp(dir=folder))
+            dirs = self._dirs.setdefault(name, collections.deque())
+            dirs.append(path)
+            while len(dirs) > self._keep:
+                shutil.rmtree(dirs.popleft(), ignore_errors=True)
             return path
+
+    def drop(self, session: str | None) -> None:
+        """Remove every folder of ``session`` (its browser tab was closed or reloaded)."""
+        with self._lock:
+            name = self._name(session)
+            self._dirs.pop(name, None)
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
+
+def session_of(request: gr.Request | None) -> str | None:
+    """The browser session a handler runs for (None when called without Gradio, as tests do)."""
+    return getattr(request, "session_hash", None) if request is not None else None
 
 
 @dataclass
@@ -59,6 +81,10 @@ class UiContext:
     @property
     def settings(self) -> Settings:
         return self.service.settings
+
+    def end_session(self, request: gr.Request) -> None:
+        """The page's ``unload`` handler: the session's download folders go with it."""
+        self.run_dirs.drop(session_of(request))
 
     def job_runner(self) -> JobRunner:
         """The `JobRunner` the page was given (the same as ``POST /api/v1/videos``), or one on

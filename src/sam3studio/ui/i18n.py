@@ -38,7 +38,7 @@ TEXTS: dict[str, dict[str, Any]] = {
         "result": "Result",
         "details_hint": "Click a mask to see its details.",
         "instances": "Instances",
-        "headers": ["id", "prompt", "score", "area %", "box (x1, y1, x2, y2)"],
+        "headers": ["id", "prompt", "score", "predicted IoU", "area %", "box (x1, y1, x2, y2)"],
         "downloads": "Downloads (JSON, overlay, cutout, masks zip)",
         "no_image": "Upload an image or pick an example first.",
         "error": "{detail}",
@@ -49,8 +49,13 @@ TEXTS: dict[str, dict[str, Any]] = {
         "unknown": "  ⚠️ not understood: {words} (left out of the query; try another word)",
         "status": "image encoding {encode:.2f} s · prompts {prompts:.2f} s · post-processing {post:.2f} s · "
                   "total {total:.2f} s · {device} · {dtype} · model {source}",
-        "details": "**#{id} {prompt}** · score {score:.3f} · area {area} px ({ratio:.2f}% of the image) · "
+        "details": "**#{id} {prompt}** · {scores} · area {area} px ({ratio:.2f}% of the image) · "
                    "box ({x1:.0f}, {y1:.0f}) – ({x2:.0f}, {y2:.0f})",
+        "score_value": "score {score:.3f}",
+        "iou_value": "predicted IoU {iou:.3f}",
+        "iou_short": "IoU {iou:.2f}",
+        "no_score": "added by clicks (no detection score)",
+        "clicked": "- **{text}**: {count} object{plural} added by clicks (no presence score: no prompt found it)",
         "tab_image": "Image",
         "tab_video": "Video",
         "video": "Video (MP4, MOV, MKV, WebM, AVI, GIF)",
@@ -117,7 +122,7 @@ TEXTS: dict[str, dict[str, Any]] = {
         "result": "结果",
         "details_hint": "点击掩码查看详情。",
         "instances": "实例",
-        "headers": ["编号", "提示词", "得分", "面积 %", "框 (x1, y1, x2, y2)"],
+        "headers": ["编号", "提示词", "得分", "预测 IoU", "面积 %", "框 (x1, y1, x2, y2)"],
         "downloads": "下载（JSON、叠加图、抠图、掩码 zip）",
         "no_image": "请先上传图片或选择一张示例照片。",
         "error": "无法处理：{detail}",
@@ -128,8 +133,13 @@ TEXTS: dict[str, dict[str, Any]] = {
         "unknown": "  ⚠️ 无法理解：{words}（未发送给模型；请换个说法）",
         "status": "图像编码 {encode:.2f} 秒 · 提示词 {prompts:.2f} 秒 · 后处理 {post:.2f} 秒 · "
                   "共 {total:.2f} 秒 · {device} · {dtype} · 模型 {source}",
-        "details": "**#{id} {prompt}** · 得分 {score:.3f} · 面积 {area} 像素（占图像 {ratio:.2f}%）· "
+        "details": "**#{id} {prompt}** · {scores} · 面积 {area} 像素（占图像 {ratio:.2f}%）· "
                    "框 ({x1:.0f}, {y1:.0f}) – ({x2:.0f}, {y2:.0f})",
+        "score_value": "得分 {score:.3f}",
+        "iou_value": "预测 IoU {iou:.3f}",
+        "iou_short": "预测 IoU {iou:.2f}",
+        "no_score": "由点击添加（无检测得分）",
+        "clicked": "- **{text}**：点击添加了 {count} 个物体（无存在分数：没有提示词找到它）",
         "tab_image": "图片",
         "tab_video": "视频",
         "video": "视频（MP4、MOV、MKV、WebM、AVI、GIF）",

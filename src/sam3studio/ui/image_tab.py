@@ -9,9 +9,11 @@ components it changes; the other outputs stay as they are (``gr.skip()`` alone: 
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,19 @@ from sam3studio.errors import Sam3StudioError
 from sam3studio.export import write_outputs
 from sam3studio.results import Segmentation
 from sam3studio.service import SegmentOptions
-from sam3studio.ui.common import Relabel, UiContext, failure, plain, segment_events, texts
+from sam3studio.ui.common import Relabel, UiContext, failure, plain, segment_events, session_of, texts
 from sam3studio.ui.i18n import normalize
 from sam3studio.ui.i18n import text as t
-from sam3studio.ui.marks import NEW_OBJECT, POSITIVE, Marks, canvas_image, marks_text, target_choices, with_instance
+from sam3studio.ui.marks import (
+    NEW_OBJECT,
+    POSITIVE,
+    Marks,
+    annotation_label,
+    canvas_image,
+    marks_text,
+    target_choices,
+    with_instance,
+)
 
 EXAMPLE_PHOTOS = {  # scikit-image ships these real photos in its wheel: no download
     "cat": lambda d: d.chelsea(),
@@ -37,6 +48,7 @@ EXAMPLE_PHOTOS = {  # scikit-image ships these real photos in its wheel: no down
     "rocket": lambda d: d.rocket(),
     "motorcycle": lambda d: d.stereo_motorcycle()[0],
 }
+DISPLAY_PIXELS = 4_000_000  # the result panel's image is subsampled to this; downloads stay full size
 # English and Chinese prompt chips side by side: both reach the model as English noun phrases.
 PROMPT_CHIPS = ["cat", "person", "red car", "wooden table", "leftmost person", "eyes", "猫", "红色的汽车", "穿白衣服的人"]
 
@@ -61,6 +73,9 @@ def prompt_summary(seg, threshold: float, lang: str = "en") -> str:
     word the translator did not understand; a prompt without match gets a suggestion."""
     lines = []
     for p in seg.prompts:
+        if p.presence_score is None:  # objects added by clicks: no prompt found them, so no presence score
+            lines.append(t(lang, "clicked", text=p.text, count=p.count, plural="s" if p.count != 1 else ""))
+            continue
         query = t(lang, "query", query=p.query) if p.query != p.text else ""
         fields = {"text": p.text, "query": query, "presence": p.presence_score}
         if p.count:
@@ -79,9 +94,16 @@ def status_line(seg, info: dict[str, str], lang: str = "en") -> str:
              dtype=info.get("dtype"), source=info.get("source"))
 
 
-def instance_rows(seg) -> list[list[Any]]:
-    return [[inst.id, inst.prompt, round(inst.score, 3), round(100 * inst.area_ratio, 2),
-             ", ".join(f"{v:.0f}" for v in inst.box)] for inst in seg]
+def instance_rows(seg: Segmentation) -> list[list[Any]]:
+    """One table row per instance: the detection score and SAM's predicted IoU (of a mask refined by clicks) in
+    columns of their own; a cell stays empty where the instance has no such value."""
+    rows = []
+    for d in seg.to_dict(include_masks=False)["instances"]:
+        score, iou = d["score"], d.get("predicted_iou")
+        rows.append([d["id"], d["prompt"], None if score is None else round(score, 3),
+                     None if iou is None else round(iou, 3), round(100 * d["area_ratio"], 2),
+                     ", ".join(f"{v:.0f}" for v in d["box_xyxy"])])
+    return rows
 
 
 def table_value(rows: list[list[Any]], lang: str) -> dict[str, Any]:
@@ -97,7 +119,29 @@ def polarity_choices(lang: str) -> list[tuple[str, int]]:
 
 
 def details_of(seg: Segmentation) -> list[dict[str, Any]]:
-    return [inst.to_dict(include_mask=False) for inst in seg]
+    return seg.to_dict(include_masks=False)["instances"]
+
+
+class Annotations(Sequence):
+    """The result image's annotations, one mask decoded (and subsampled by ``step``) only when Gradio draws it:
+    the page never holds every mask at once, nor a mask larger than the shown image."""
+
+    def __init__(self, seg: Segmentation, step: int, lang: str) -> None:
+        self.seg, self.step, self.lang = seg, step, lang
+
+    def __len__(self) -> int:
+        return len(self.seg)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, str]:  # type: ignore[override]
+        if not 0 <= i < len(self.seg):
+            raise IndexError(i)
+        mask = self.seg.masks[i][:: self.step, :: self.step]
+        return mask.astype(np.float32), annotation_label(self.seg, i, self.lang)
+
+
+def display_step(height: int, width: int) -> int:
+    """The subsampling that brings an image under `DISPLAY_PIXELS` for the result panel (1: shown as it is)."""
+    return max(1, math.ceil(math.sqrt(height * width / DISPLAY_PIXELS)))
 
 
 def shown_index(base: Segmentation | None, shown: Segmentation | None, target: int) -> int:
@@ -243,19 +287,24 @@ class ImageTab:
         except Sam3StudioError as exc:
             raise failure(lang, exc) from None
 
-    def panel(self, seg: Segmentation, rgb: np.ndarray, lang: str, threshold: float, status_text: str) -> dict:
-        """The result panel for ``seg``: annotated image, table, prompt summary, downloads, status, details hint."""
-        annotations = [(seg.masks[i].astype(np.float32), f"{inst.prompt} · {inst.score:.2f} (#{inst.id})")
-                       for i, inst in enumerate(seg)]
-        out_dir = self.ctx.run_dirs.new()
+    def panel(self, seg: Segmentation, rgb: np.ndarray, lang: str, threshold: float, status_text: str,
+              session: str | None = None) -> dict:
+        """The result panel for ``seg``: annotated image, table, prompt summary, downloads, status, details hint.
+
+        The image shown is subsampled to at most `DISPLAY_PIXELS` (a browser shows no more); the downloads are
+        full size. The downloads go to a folder of ``session``'s, removed when the session ends."""
+        step = display_step(*rgb.shape[:2])
+        shown_rgb = np.ascontiguousarray(rgb[::step, ::step]) if step > 1 else rgb
+        out_dir = self.ctx.run_dirs.new(session)
         paths = write_outputs(seg, rgb, out_dir, "result", ("json", "overlay", "cutout", "masks"))
         zip_path = shutil.make_archive(str(out_dir / "result.masks"), "zip", paths["masks"])
         downloads = [str(paths["json"]), str(paths["overlay"]), str(paths["cutout"]), zip_path]
-        return {self.result: (rgb, annotations), self.table: table_value(instance_rows(seg), lang),
+        return {self.result: (shown_rgb, Annotations(seg, step, lang)), self.table: table_value(instance_rows(seg), lang),
                 self.prompts_md: prompt_summary(seg, float(threshold), lang), self.downloads: downloads,
                 self.status: status_text, self.details_md: t(lang, "details_hint")}
 
-    def refine_shown(self, rgb, marks: Marks, base, target: int, mask_threshold, threshold, lang: str):
+    def refine_shown(self, rgb, marks: Marks, base, target: int, mask_threshold, threshold, lang: str,
+                     session: str | None = None):
         """Re-run the refinement of ``target`` with every click so far (an undone click is simply left out)."""
         base = base if base is not None else Segmentation.empty(rgb.shape[1], rgb.shape[0])
         if not marks.points:
@@ -273,11 +322,12 @@ class ImageTab:
             shown = with_instance(base, inst, target, label)
             status_text = t(lang, "refine_status", n=len(marks.points), score=inst.score,
                             seconds=time.perf_counter() - start)
-        return shown, self.panel(shown, rgb, lang, float(threshold), status_text)
+        return shown, self.panel(shown, rgb, lang, float(threshold), status_text, session)
 
-    def refined(self, rgb, state: ImageState, marks: Marks, target: int, mask_threshold, threshold, lang: str) -> dict:
+    def refined(self, rgb, state: ImageState, marks: Marks, target: int, mask_threshold, threshold, lang: str,
+                session: str | None = None) -> dict:
         """Click mode after ``marks`` changed (or a slider moved): the refinement re-runs; panel, canvas and state follow."""
-        shown, panel = self.refine_shown(rgb, marks, state.base, target, mask_threshold, threshold, lang)
+        shown, panel = self.refine_shown(rgb, marks, state.base, target, mask_threshold, threshold, lang, session)
         return {**panel, self.state: replace(state, marks=marks, shown=shown, details=details_of(shown)),
                 self.canvas: canvas_image(rgb, marks, "click", shown, shown_index(state.base, shown, target))}
 
@@ -289,7 +339,7 @@ class ImageTab:
     # --- handlers ----------------------------------------------------------------------------------------
 
     def run(self, image_path, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang="en",
-            mode="text", state=None) -> dict:
+            mode="text", state=None, request: gr.Request = None) -> dict:
         """Segment by prompt, and in box mode by the exemplar boxes drawn; the result becomes the refinement base."""
         lang = normalize(lang)
         state = state if state is not None else ImageState()
@@ -303,18 +353,21 @@ class ImageTab:
                                      fill_holes=float(fill_holes), min_island=float(min_island), smooth=int(smooth),
                                      boxes=marks.boxes if use_boxes else None,
                                      box_labels=marks.box_labels if use_boxes else None)
-            seg = self.service.segment(rgb, prompt if (prompt or "").strip() or not use_boxes else None, options)
+            # Masks as RLE from the start: one mask upsampled at a time, as on the API's path.
+            seg = self.service.segment(rgb, prompt if (prompt or "").strip() or not use_boxes else None, options,
+                                       masks="rle")
         except Sam3StudioError as exc:
             raise failure(lang, exc) from None
         marks = marks.clear("click")
-        panel = self.panel(seg, rgb, lang, float(threshold), status_line(seg, self.service.segmenter.info(), lang))
+        panel = self.panel(seg, rgb, lang, float(threshold), status_line(seg, self.service.segmenter.info(), lang),
+                           session_of(request))
         target = NEW_OBJECT if not len(seg) else 0
         return {**panel, self.state: replace(state, marks=marks, base=seg, shown=seg, details=details_of(seg)),
                 self.target: gr.update(choices=target_choices(seg, t(lang, "new_object")), value=target),
                 self.canvas: canvas_image(rgb, marks, mode, seg, target), self.marks_md: marks_text(marks, mode, lang)}
 
     def rerun(self, image_path, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang, mode, state,
-              target=None) -> dict:
+              target=None, request: gr.Request = None) -> dict:
         """Slider moves re-run post-processing only; before a first run there is nothing to update.
 
         While an object is being refined by clicks, the sliders re-run that refinement (mask precision
@@ -323,13 +376,15 @@ class ImageTab:
         if image_path and mode == "click" and state is not None and state.marks.points:
             lang = normalize(lang)
             rgb = self.decode(image_path, lang)
-            return self.refined(rgb, state, state.marks, _target(target), mask_threshold, threshold, lang)
+            return self.refined(rgb, state, state.marks, _target(target), mask_threshold, threshold, lang,
+                                session_of(request))
         if not image_path or not ((prompt or "").strip() or (mode == "box" and state is not None and state.marks.boxes)):
             return gr.skip()
-        return self.run(image_path, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang, mode, state)
+        return self.run(image_path, prompt, threshold, mask_threshold, fill_holes, min_island, smooth, lang, mode, state,
+                        request)
 
     def on_canvas(self, image_path, mode, polarity, target, state: ImageState, mask_threshold, threshold, lang,
-                  evt: gr.SelectData) -> dict:
+                  evt: gr.SelectData, request: gr.Request = None) -> dict:
         """A click on the canvas: a box corner in box mode, a refinement click (and a new mask) in click mode."""
         lang = normalize(lang)
         rgb = self.decode(image_path, lang)
@@ -341,10 +396,11 @@ class ImageTab:
         if mode == "box":
             return self.redrawn(rgb, state, state.marks.box_click(x, y, label), mode, target, lang)
         marks = state.marks.point_click(x, y, label)
-        return {**self.refined(rgb, state, marks, target, mask_threshold, threshold, lang),
+        return {**self.refined(rgb, state, marks, target, mask_threshold, threshold, lang, session_of(request)),
                 self.marks_md: marks_text(marks, mode, lang)}
 
-    def on_edit(self, action, image_path, mode, target, state: ImageState, mask_threshold, threshold, lang) -> dict:
+    def on_edit(self, action, image_path, mode, target, state: ImageState, mask_threshold, threshold, lang,
+                session: str | None = None) -> dict:
         """Undo the last mark, or clear all marks, of the current mode; in click mode the mask follows."""
         lang = normalize(lang)
         if not image_path or mode not in ("box", "click"):
@@ -354,14 +410,17 @@ class ImageTab:
         marks = state.marks.undo(mode) if action == "undo" else state.marks.clear(mode)
         if mode == "box":
             return self.redrawn(rgb, state, marks, mode, target, lang)
-        return {**self.refined(rgb, state, marks, target, mask_threshold, threshold, lang),
+        return {**self.refined(rgb, state, marks, target, mask_threshold, threshold, lang, session),
                 self.marks_md: marks_text(marks, mode, lang)}
 
-    def on_undo(self, *args) -> dict:
-        return self.on_edit("undo", *args)
+    def on_undo(self, image_path, mode, target, state, mask_threshold, threshold, lang,
+                request: gr.Request = None) -> dict:
+        return self.on_edit("undo", image_path, mode, target, state, mask_threshold, threshold, lang, session_of(request))
 
-    def on_clear(self, *args) -> dict:
-        return self.on_edit("clear", *args)
+    def on_clear(self, image_path, mode, target, state, mask_threshold, threshold, lang,
+                 request: gr.Request = None) -> dict:
+        return self.on_edit("clear", image_path, mode, target, state, mask_threshold, threshold, lang,
+                            session_of(request))
 
     def on_mode(self, image_path, mode, state: ImageState, target, lang) -> dict:
         """Switching mode keeps the shown result as the new base and starts with no clicks."""
@@ -405,8 +464,11 @@ class ImageTab:
             return t(lang, "details_hint")
         d = details[int(evt.index)]
         x1, y1, x2, y2 = d["box_xyxy"]
-        return t(lang, "details", id=d["id"], prompt=d["prompt"], score=d["score"], area=d["area"],
-                 ratio=100 * d["area_ratio"], x1=x1, y1=y1, x2=x2, y2=y2)
+        scores = [t(lang, "score_value", score=d["score"])] if d["score"] is not None else []
+        if d.get("predicted_iou") is not None:
+            scores.append(t(lang, "iou_value", iou=d["predicted_iou"]))
+        return t(lang, "details", id=d["id"], prompt=d["prompt"], scores=" · ".join(scores) or t(lang, "no_score"),
+                 area=d["area"], ratio=100 * d["area_ratio"], x1=x1, y1=y1, x2=x2, y2=y2)
 
 
 def image_tab(ctx: UiContext) -> list[Relabel]:

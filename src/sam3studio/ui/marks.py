@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sam3studio.results import Instance, PromptResult, Segmentation
+from sam3studio.results import Instance, PromptResult, RLEMasks, Segmentation, mask_to_rle
 from sam3studio.ui.i18n import text as t
 
 POSITIVE, NEGATIVE = 1, 0
@@ -108,23 +108,61 @@ def marks_text(marks: Marks, mode: str, lang: str) -> str:
 
 
 def with_instance(seg: Segmentation, inst: Instance, index: int, label: str) -> Segmentation:
-    """``seg`` with row ``index`` replaced by ``inst`` (its prompt kept), or ``inst`` added as a new object."""
+    """``seg`` with row ``index``'s mask and box replaced by ``inst``'s (its prompt and detection score kept), or
+    ``inst`` added as a new object. ``inst.score`` is SAM's predicted IoU of the refined mask: it goes to
+    ``predicted_iou``, never to ``scores`` (a detection score). A new object was not detected: its score is NaN
+    (no detection score) and its prompt has no presence score."""
+    iou = (np.full(len(seg), np.nan, np.float32) if seg.predicted_iou is None else seg.predicted_iou.copy())
+    rle = isinstance(seg.masks, RLEMasks)
     if 0 <= index < len(seg):
-        masks, boxes, scores = seg.masks.copy(), seg.boxes.copy(), seg.scores.copy()
-        masks[index], boxes[index], scores[index] = inst.mask, inst.box, inst.score
-        return replace(seg, masks=masks, boxes=boxes, scores=scores, prompts=list(seg.prompts),
-                       prompt_ids=seg.prompt_ids.copy(), timings={})
-    prompts = [*seg.prompts, PromptResult(text=label, presence_score=1.0, count=1)]
+        boxes = seg.boxes.copy()
+        boxes[index], iou[index] = inst.box, inst.score
+        if rle:
+            rles = list(seg.masks.rles)
+            rles[index] = mask_to_rle(inst.mask)
+            masks: np.ndarray | RLEMasks = RLEMasks(rles, seg.height, seg.width)
+        else:
+            masks = seg.masks.copy()
+            masks[index] = inst.mask
+        return replace(seg, masks=masks, boxes=boxes, scores=seg.scores.copy(), prompts=list(seg.prompts),
+                       prompt_ids=seg.prompt_ids.copy(), timings={}, predicted_iou=iou)
+    prompts = [*seg.prompts, PromptResult(text=label, presence_score=None, count=1)]
+    added = (RLEMasks([*seg.masks.rles, mask_to_rle(inst.mask)], seg.height, seg.width) if rle
+             else np.concatenate([seg.masks, inst.mask[None]]))
     return Segmentation(
-        width=seg.width, height=seg.height, prompts=prompts,
-        masks=np.concatenate([seg.masks, inst.mask[None]]),
+        width=seg.width, height=seg.height, prompts=prompts, masks=added,
         boxes=np.concatenate([seg.boxes, np.asarray([inst.box], np.float32)]),
-        scores=np.concatenate([seg.scores, np.asarray([inst.score], np.float32)]),
+        scores=np.concatenate([seg.scores, np.asarray([np.nan], np.float32)]),
         prompt_ids=np.concatenate([seg.prompt_ids, np.asarray([len(seg.prompts)], np.int64)]),
+        predicted_iou=np.concatenate([iou, np.asarray([inst.score], np.float32)]),
     )
+
+
+def score_text(seg: Segmentation, i: int, lang: str) -> str:
+    """What row ``i`` has of the two scores, each named: the detection score and/or SAM's predicted IoU."""
+    score, iou = float(seg.scores[i]), (np.nan if seg.predicted_iou is None else float(seg.predicted_iou[i]))
+    parts = [] if np.isnan(score) else [t(lang, "score_value", score=score)]
+    if not np.isnan(iou):
+        parts.append(t(lang, "iou_value", iou=iou))
+    return " · ".join(parts) or t(lang, "no_score")
+
+
+def _label_parts(seg: Segmentation, i: int, lang: str) -> list[str]:
+    parts = [seg.prompts[int(seg.prompt_ids[i])].text]
+    if not np.isnan(seg.scores[i]):
+        parts.append(f"{float(seg.scores[i]):.2f}")
+    if seg.predicted_iou is not None and not np.isnan(seg.predicted_iou[i]):
+        parts.append(t(lang, "iou_short", iou=float(seg.predicted_iou[i])))
+    return parts
+
+
+def annotation_label(seg: Segmentation, i: int, lang: str = "en") -> str:
+    """The result image's label of row ``i``: ``"cat · 0.45 (#0)"``; a refined row adds ``IoU 0.93``; an object
+    added by clicks has no detection score to show."""
+    return f"{' · '.join(_label_parts(seg, i, lang))} (#{i})"
 
 
 def target_choices(seg: Segmentation | None, new_label: str) -> list[tuple[str, int]]:
     """The refinement target dropdown: each instance shown, and a new object."""
-    rows = [(f"#{inst.id} {inst.prompt} · {inst.score:.2f}", inst.id) for inst in (seg or [])]
+    rows = [(f"#{i} " + " · ".join(_label_parts(seg, i, "en")), i) for i in range(len(seg) if seg is not None else 0)]
     return [*rows, (new_label, NEW_OBJECT)]

@@ -17,7 +17,7 @@ import gradio as gr
 
 from sam3studio.errors import Sam3StudioError
 from sam3studio.jobs import JobNotFound
-from sam3studio.ui.common import Relabel, UiContext, failure, texts
+from sam3studio.ui.common import Relabel, UiContext, failure, session_of, texts
 from sam3studio.ui.i18n import normalize
 from sam3studio.ui.i18n import text as t
 
@@ -73,7 +73,8 @@ class VideoTab:
             Relabel(self.tracks, texts(label="tracks")), Relabel(self.files, texts(label="video_downloads")),
         ]
 
-    def run_video(self, video_path, prompt, threshold, stride, lang="en", progress=gr.Progress()):
+    def run_video(self, video_path, prompt, threshold, stride, lang="en", progress=gr.Progress(),
+                  request: gr.Request = None):
         """Submit a job to the shared runner, follow it with a progress bar, then show and offer its outputs."""
         # A tuple, not a dict keyed by component: all four outputs always change, and callers (tests) unpack it.
         lang = normalize(lang)
@@ -87,7 +88,7 @@ class VideoTab:
             raise failure(lang, exc) from None
         job_id = job["id"]
         job = self._follow(r, job, lang, progress)
-        out_dir = self._collect(r, job_id, job, lang)
+        out_dir = self._collect(r, job_id, job, lang, session_of(request))
         summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
         overlay = out_dir / "overlay.mp4"
         downloads = [str(out_dir / name) for name in OUTPUT_FILES if (out_dir / name).is_file()]
@@ -116,12 +117,12 @@ class VideoTab:
             raise gr.Error(t(lang, "video_cancelled")) from None
         return job
 
-    def _collect(self, r, job_id: str, job: dict[str, Any], lang: str) -> Path:
+    def _collect(self, r, job_id: str, job: dict[str, Any], lang: str, session: str | None = None) -> Path:
         """Copy a done job's outputs where Gradio may serve them, then free the job's space in data_dir."""
         try:
             if job["state"] != "done":
                 raise gr.Error(t(lang, "video_failed", detail=job["error"] or job["state"]))
-            out_dir = self.ctx.run_dirs.new()
+            out_dir = self.ctx.run_dirs.new(session)
             for name in OUTPUT_FILES:
                 src = r.output_path(job_id, name)
                 if src.is_file():

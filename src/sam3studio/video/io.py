@@ -3,6 +3,11 @@
 Sources: a video file (MP4, MOV, MKV, WebM, AVI, animated GIF: anything FFmpeg demuxes), or a folder
 of frames (JPEG/PNG/WebP/..., in natural name order, at ``fps`` frames per second). Frames are decoded
 as they are needed and never all held at once.
+
+Orientation: phones store frames as the sensor saw them and say in the stream's display matrix how a
+player turns them. A quarter turn (90, 180, 270 degrees) is applied to every decoded frame, so frames
+are tracked, sized and drawn as a player shows them (`VideoInfo.width`/``height`` are the displayed
+size, ``rotation`` the turn applied); any other rotation, or a mirrored matrix, is refused at probe time.
 """
 
 from __future__ import annotations
@@ -48,11 +53,13 @@ class VideoInfo:
     frame_count: int | None  # from the container (may be an estimate) or the folder listing
     duration_s: float | None
     codec: str | None = None
+    rotation: int = 0  # counter-clockwise quarter turn applied to every decoded frame (the display matrix's)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "kind": self.kind, "width": self.width, "height": self.height,
                 "fps": round(self.fps, 4), "frame_count": self.frame_count,
-                "duration_s": None if self.duration_s is None else round(self.duration_s, 4), "codec": self.codec}
+                "duration_s": None if self.duration_s is None else round(self.duration_s, 4), "codec": self.codec,
+                "rotation": self.rotation}
 
 
 def _natural_key(path: Path) -> list:
@@ -79,6 +86,38 @@ def _open(path: Path):
 def _av_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
+
+
+def _display_rotation(frame, name: str) -> int:
+    """The counter-clockwise quarter turn a player applies to ``frame`` (0, 90, 180 or 270), from its display
+    matrix; `InputError` for a rotation that is not a quarter turn or a mirrored picture."""
+    import struct
+
+    matrix = frame.side_data.get("DISPLAYMATRIX") if frame.side_data else None
+    if matrix is None:
+        return 0
+    a, b, _, c, d = struct.unpack("9i", bytes(matrix))[:5]
+    if a * d - b * c < 0:
+        raise InputError(f"{name}: the video's display matrix mirrors the picture; only rotations by quarter turns are "
+                         "supported: re-encode it upright (e.g. `ffmpeg -i in.mp4 out.mp4` applies it)")
+    degrees = float(frame.rotation or 0) % 360
+    turn = round(degrees / 90) % 4 * 90
+    if abs(degrees - turn) > 0.5 and abs(degrees - turn - 360) > 0.5:
+        raise InputError(f"{name}: the video is to be shown rotated by {degrees:g} degrees; only quarter turns are "
+                         "supported: re-encode it upright (e.g. `ffmpeg -i in.mp4 out.mp4` applies the rotation)")
+    return turn
+
+
+def _first_frame_rotation(container, stream, name: str) -> int:
+    import av
+
+    try:
+        frame = next(iter(container.decode(stream)), None)
+    except (av.FFmpegError, ValueError) as exc:
+        raise InputError(f"{name}: the video could not be decoded ({_av_reason(exc)})") from None
+    if frame is None:
+        raise InputError(f"{name}: the video has no decodable frames")
+    return _display_rotation(frame, name)
 
 
 def probe_video(source: str | Path, limits: VideoLimits = VideoLimits(), fps: float = DEFAULT_FOLDER_FPS) -> VideoInfo:
@@ -117,11 +156,17 @@ def probe_video(source: str | Path, limits: VideoLimits = VideoLimits(), fps: fl
             if count is None and duration and rate_f:
                 count = int(round(duration * rate_f))
             codec = ctx.name
+            if not w or not h:
+                raise InputError(f"{path.name}: the video stream has no frame size")
+            if w * h > limits.max_pixels:  # before decoding the first frame
+                raise InputTooLargeError(f"{path.name}: frames are {w}x{h}, more than the limit of "
+                                         f"{limits.max_pixels} pixels")
+            rotation = _first_frame_rotation(container, stream, path.name)
         finally:
             container.close()
-        if not w or not h:
-            raise InputError(f"{path.name}: the video stream has no frame size")
-        info = VideoInfo(str(path), "file", w, h, rate_f or DEFAULT_FOLDER_FPS, count, duration, codec)
+        if rotation in (90, 270):
+            w, h = h, w
+        info = VideoInfo(str(path), "file", w, h, rate_f or DEFAULT_FOLDER_FPS, count, duration, codec, rotation)
     else:
         raise InputError(f"{source}: no such file or folder")
     if info.width * info.height > limits.max_pixels:
@@ -209,6 +254,7 @@ def _raw_frames(info: VideoInfo, limits: VideoLimits):
     import av
 
     container = _open(Path(info.path))
+    turns = info.rotation // 90  # np.rot90 turns counter-clockwise, as the display matrix does
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -221,7 +267,7 @@ def _raw_frames(info: VideoInfo, limits: VideoLimits):
                     t = index / info.fps
                 t0 = t if t0 is None else t0
                 t -= t0  # timestamps from the first frame (some containers start later than 0)
-                yield index, float(t), (lambda f=frame: _check_size(f.to_ndarray(format="rgb24"), info))
+                yield index, float(t), (lambda f=frame: _check_size(np.rot90(f.to_ndarray(format="rgb24"), turns), info))
                 index += 1
         except av.FFmpegError as exc:
             if index == 0:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from sam3studio.errors import InputError
-from sam3studio.prompts import Translator, parse_prompts
+from sam3studio.prompts import MAX_PROMPT_CHARS, Translator, parse_prompts
 from sam3studio.results import PromptResult
 from sam3studio.video.io import VideoInfo, VideoLimits, iter_frames, plan_video
 from sam3studio.video.results import FrameInstance, FrameResult
@@ -184,13 +184,13 @@ class VideoSegmenter:
     """
 
     def __init__(self, loaded: LoadedVideoModel, translator: Translator | None = None, keep_window: int = 20,
-                 max_prompts: int = 16) -> None:
+                 max_prompts: int = 16, max_prompt_chars: int = MAX_PROMPT_CHARS) -> None:
         self.loaded = loaded
         self.model, self.processor = loaded.model, loaded.processor
         self.device, self.dtype = loaded.device, loaded.dtype
         self.translator = translator
         self.keep_window = keep_window
-        self.max_prompts = max_prompts
+        self.max_prompts, self.max_prompt_chars = max_prompts, max_prompt_chars
         self._lock = threading.Lock()
         cfg = self.model.config
         self._default_det = float(getattr(cfg, "score_threshold_detection", 0.5))
@@ -202,13 +202,18 @@ class VideoSegmenter:
 
     def track(self, video: str | Path, prompts: str | Sequence[str], *, score_threshold: float = 0.5,
               start: float | None = None, end: float | None = None, stride: int = 1, max_frames: int | None = None,
-              limits: VideoLimits | None = None) -> TrackingRun:
+              limits: VideoLimits | None = None, max_prompts: int | None = None,
+              max_prompt_chars: int | None = None) -> TrackingRun:
         """Prepare a run: prompts are parsed and translated and the video probed (limits checked) now;
-        frames are decoded and tracked as the returned `TrackingRun` is iterated."""
+        frames are decoded and tracked as the returned `TrackingRun` is iterated.
+
+        ``max_prompts`` / ``max_prompt_chars`` override the segmenter's prompt limits for this run (the
+        server passes its settings, so the limits it reports are the ones enforced)."""
         if not 0.0 < score_threshold <= 1.0:
             raise InputError(f"score_threshold must be in (0, 1], got {score_threshold}")
         limits = limits or VideoLimits()
-        texts = parse_prompts(prompts, max_prompts=self.max_prompts)
+        texts = parse_prompts(prompts, max_prompts=max_prompts or self.max_prompts,
+                              max_chars=max_prompt_chars or self.max_prompt_chars)
         results = []
         for text in texts:
             tr = self.translator(text) if self.translator is not None else None
