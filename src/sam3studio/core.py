@@ -48,6 +48,7 @@ from sam3studio.interactive import (
 from sam3studio.io.images import ImageInput, load_image
 from sam3studio.model import LoadedModel, inference_context
 from sam3studio.prompts import Translation, Translator, identity_translator, parse_prompts
+from sam3studio.random_model import is_untrained
 from sam3studio.results import Instance, PromptResult, Segmentation
 from sam3studio.validation import validate_boxes, validate_clicks
 
@@ -201,6 +202,12 @@ class Segmenter:
             compiled=loaded.compiled,
             **options,
         )
+
+    @property
+    def untrained(self) -> bool:
+        """True for a model with random weights (the ``random`` source, the tiny test checkpoints): its
+        masks mean nothing and its scores sit far below trained ones."""
+        return is_untrained(self.model)
 
     # ------------------------------------------------------------------ public API
     def info(self) -> dict[str, str]:
