@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 
 from sam3studio import __version__
 from sam3studio.api import docs, images, system, videos
@@ -107,8 +108,11 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         import gradio as gr  # deferred: the UI is optional (--no-ui) and gradio is slow to import
 
         from sam3studio.ui import build_ui
+        from sam3studio.ui.page import FONTS_DIR, FONTS_URL, page_options
 
+        app.mount(FONTS_URL, StaticFiles(directory=FONTS_DIR), name="ui-fonts")  # before the UI takes "/"
         app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs), path="/", max_file_size=settings.max_upload_bytes,
                                   footer_links=["api"], show_error=False, auth=settings.ui_credentials(),
-                                  auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.")
+                                  auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.",
+                                  **page_options())
     return app
