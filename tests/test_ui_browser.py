@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from _browser import TIMEOUT_MS
@@ -284,6 +285,11 @@ def test_language_switch_rewrites_the_result_even_during_a_rerun(server_url, pag
     assert page.evaluate(chinese), page.locator("#status").inner_text()
     assert "image encoding" not in page.locator("#status").inner_text()
     assert page.locator("#run").inner_text().strip() == "分割"
+    # Chinese renders without a CJK font on the machine: the page's font list ends with the one the server ships.
+    faces = page.evaluate("async () => (await document.fonts.load('16px \"sam3studio CJK\"', '猫')).length")
+    assert faces == 1
+    font = httpx.get(f"{server_url}/ui-fonts/NotoSansCJKsc-Regular-subset.otf", timeout=10)
+    assert font.status_code == 200 and font.content[:4] == b"OTTO"
 
 
 def test_no_instances_no_downloads_and_a_typed_value_out_of_range(server_url, page, cat_photo, tmp_path):  # noqa: F811

@@ -245,7 +245,7 @@ class ImageTab:
         self.prompts_md = gr.Markdown(elem_id="prompt-summary")
         self.table = gr.Dataframe(headers=t(lang, "headers"), label=t(lang, "instances"), interactive=False,
                                   elem_id="instances")
-        with gr.Group(visible=False) as self.downloads_box:  # shown only when there is something to download
+        with gr.Column(visible=False) as self.downloads_box:  # shown only when there is something to download
             self.downloads = gr.File(label=t(lang, "downloads"), file_count="multiple", interactive=False,
                                      elem_id="downloads")
 
