@@ -11,14 +11,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 import httpx
 import pytest
 
 READY_TIMEOUT_S = 120.0
 PROCESSES: dict[str, subprocess.Popen] = {}  # url -> the running `serve` process, for tests that kill it
-LOGS: dict[str, Any] = {}  # url -> the running process's log file (`server_log`)
+LOGS: dict[str, IO[bytes]] = {}  # url -> its combined stdout and stderr so far, for tests that read the log
 
 
 def server_log(url: str) -> str:
@@ -78,7 +78,8 @@ def running_server(model_dir: str | os.PathLike, timeout_s: float = READY_TIMEOU
                 dump_log("not ready in time")
                 raise TimeoutError(f"sam3studio serve was not ready within {timeout_s:.0f} s")
             time.sleep(0.5)
-        PROCESSES[url], LOGS[url] = proc, log
+        PROCESSES[url] = proc
+        LOGS[url] = log
         try:
             yield url
         except BaseException:
