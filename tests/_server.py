@@ -21,6 +21,12 @@ PROCESSES: dict[str, subprocess.Popen] = {}  # url -> the running `serve` proces
 LOGS: dict[str, IO[bytes]] = {}  # url -> its combined stdout and stderr so far, for tests that read the log
 
 
+def server_log(url: str) -> str:
+    """What the `serve` process at ``url`` has logged so far (stdout and stderr)."""
+    fd = LOGS[url].fileno()  # the child writes through the same file offset: read without moving it
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -34,8 +40,10 @@ def _console_script() -> str:
 
 @contextlib.contextmanager
 def running_server(model_dir: str | os.PathLike, timeout_s: float = READY_TIMEOUT_S,
-                   extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run `sam3studio serve --model DIR` on a free loopback port; yield its base URL once /api/v1/ready is 200.
+                   extra_env: dict[str, str] | None = None, model_loads: bool = True) -> Iterator[str]:
+    """Run `sam3studio serve --model DIR` on a free loopback port; yield its base URL once /api/v1/ready is 200
+    (with ``model_loads=False``: once /api/v1/ready says the model could not be loaded, for a server meant to
+    run without one).
 
     The process is always stopped afterwards (killed if it does not exit); its log is printed when
     start-up fails or the body of the ``with`` raises.
@@ -63,7 +71,8 @@ def running_server(model_dir: str | os.PathLike, timeout_s: float = READY_TIMEOU
                 dump_log("exited during start-up")
                 raise RuntimeError(f"sam3studio serve exited with code {proc.returncode} before it was ready")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/api/v1/ready", timeout=5).status_code == 200:
+                ready = httpx.get(f"{url}/api/v1/ready", timeout=5)
+                if ready.status_code == 200 if model_loads else "could not be loaded" in ready.text:
                     break
             if time.monotonic() > deadline:
                 dump_log("not ready in time")

@@ -15,6 +15,7 @@ import sam3studio.model as model_mod
 from sam3studio import load_segmenter
 from sam3studio.errors import ModelSourceError
 from sam3studio.model import hub_login_command, load_model, resolve_device, resolve_dtype
+from sam3studio.random_model import UNTRAINED_FLAG, is_untrained
 from sam3studio.testing import make_tiny_checkpoint
 
 
@@ -153,6 +154,21 @@ def test_random_source_builds_the_full_size_architecture_with_a_warning():
     assert 800e6 < n_params < 900e6
     assert loaded.processor.image_processor.size["height"] == 1008
     assert loaded.dtype == torch.bfloat16
+    assert is_untrained(loaded.model)  # the UI says so in its banner
+
+
+def test_tiny_checkpoints_say_their_weights_are_untrained(tiny_checkpoint, tiny_video_checkpoint, tmp_path):
+    """The flag travels in config.json (a sam3_video checkpoint's detector config too); a checkpoint without it
+    counts as trained."""
+    import shutil
+
+    for path in (tiny_checkpoint, tiny_video_checkpoint):
+        assert load_segmenter(str(path), device="cpu", dtype="float32").untrained
+    plain = shutil.copytree(tiny_checkpoint, tmp_path / "plain")
+    config = json.loads((plain / "config.json").read_text())
+    del config[UNTRAINED_FLAG]
+    (plain / "config.json").write_text(json.dumps(config))
+    assert not load_segmenter(str(plain), device="cpu", dtype="float32").untrained
 
 
 @pytest.mark.slow

@@ -99,23 +99,36 @@ def test_labels_and_boxes_draw_extra_pixels(two):
     assert not outline[45:, :].any()  # nothing drawn far below the boxes
 
 
-def test_non_ascii_prompt_label_falls_back_to_ascii_query(image):
-    # OpenCV cannot draw CJK glyphs: the label shows the (translated) query instead.
-    masks = np.zeros((1, H, W), bool)
-    masks[0, 25:50, 25:60] = True
-    seg = make_seg(masks, prompts=("red car",))
-    translated = Segmentation(
-        width=W,
-        height=H,
-        masks=seg.masks,
-        boxes=seg.boxes,
-        scores=seg.scores,
-        prompt_ids=seg.prompt_ids,
-        prompts=[PromptResult(text="红色 汽车", query="red car", presence_score=0.9, count=1)],
-    )
-    np.testing.assert_array_equal(render_overlay(image, translated), render_overlay(image, seg))
-    untranslated = make_seg(masks, prompts=("红色 汽车",))
-    assert render_overlay(image, untranslated).shape == image.shape
+def test_chinese_labels_are_drawn_in_chinese_with_the_shipped_font():
+    """OpenCV's font has ASCII only; a Chinese label is drawn with the CJK font in the package, glyph by glyph
+    (with a missing font every character would be the same box, and these two labels would look alike)."""
+    image = np.full((120, 200, 3), 90, np.uint8)
+    masks = np.zeros((1, 120, 200), bool)
+    masks[0, 60:110, 40:160] = True
+
+    def label(text: str) -> np.ndarray:
+        seg = make_seg(masks, prompts=(text,))
+        return render_overlay(image, seg, alpha=0.0)  # only the label differs from the image
+
+    red, blue, english = label("红色的汽车"), label("蓝色的汽车"), label("red car")
+    assert (red != image).any() and (blue != image).any()
+    assert (red != blue).any(), "two different Chinese labels drew the same pixels: no CJK glyphs"
+    assert (red != english).any()  # the prompt itself, not its English query
+
+
+def test_the_shipped_cjk_font_covers_everyday_chinese_and_the_ui_texts():
+    from fontTools.ttLib import TTFont
+
+    from sam3studio.render import CJK_FONT
+    from sam3studio.ui.i18n import TEXTS
+
+    assert CJK_FONT.stat().st_size < 4_000_000 and (CJK_FONT.parent / "OFL.txt").exists()
+    cmap = TTFont(str(CJK_FONT))["cmap"].getBestCmap()
+    ui_chars = {ch for value in TEXTS["zh"].values() for ch in (value if isinstance(value, str) else "".join(value))}
+    cjk = {ch for ch in ui_chars if 0x3000 <= ord(ch) <= 0x9FFF or 0xFF00 <= ord(ch) <= 0xFFEF}  # punctuation, hanzi
+    missing = {ch for ch in cjk if ord(ch) not in cmap}
+    assert not missing, f"the UI's Chinese texts use characters the font lacks: {''.join(sorted(missing))}"
+    assert all(ord(ch) in cmap for ch in "猫狗汽车红色的人桌子咖啡杯火箭摩托车")
 
 
 def test_empty_segmentation_returns_copy(image):

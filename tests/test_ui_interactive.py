@@ -12,7 +12,7 @@ import pytest
 
 from _browser import TIMEOUT_MS
 from _server import running_server
-from test_ui_browser import _grid_row_count, _table_rows
+from test_ui_browser import IDLE_JS, _grid_row_count, _table_rows
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +32,28 @@ def page(browser):  # noqa: F811
     context.close()
 
 
-def _click_image_at(page, x: float, y: float) -> None:
-    """Click the canvas at image pixel (x, y), whatever size the page shows it at."""
+def _click_image_at(page, x: float, y: float, width: int = 451) -> None:
+    """Click the canvas at pixel (x, y) of the ``width``-pixel-wide image, whatever size the page shows it at.
+
+    The canvas draws a small image a whole number of times larger (`ui.marks.canvas_scale`), and Gradio shows it
+    centred in its box, at most at its own size: the same arithmetic as Gradio's own click coordinates.
+    """
     img = page.locator("#canvas img").first
     img.wait_for()
     # Let the layout settle (the hint under the canvas appears with it), then bring the canvas into view.
     page.wait_for_function("() => (document.querySelector('#marks')?.innerText ?? '').trim() !== ''")
+    # ...and let every event still under way answer (a click on a canvas being redrawn is lost).
+    page.wait_for_function(IDLE_JS)
+    page.wait_for_timeout(300)
     img.scroll_into_view_if_needed()
     _until_still(img)
     box = img.bounding_box()
-    width, height = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
-    page.mouse.click(box["x"] + (x + 0.5) * box["width"] / width, box["y"] + (y + 0.5) * box["height"] / height)
+    natural_w, natural_h = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    k = natural_w / width
+    scale = min(box["width"] / natural_w, box["height"] / natural_h, 1)
+    left = box["x"] + (box["width"] - natural_w * scale) / 2
+    top = box["y"] + (box["height"] - natural_h * scale) / 2
+    page.mouse.click(left + (x * k + 0.5) * scale, top + (y * k + 0.5) * scale)
 
 
 STILL_JS = """i => new Promise(done => {
@@ -80,12 +91,13 @@ def _numbers(text: str) -> list[float]:
 
 def test_draw_boxes_then_refine_by_clicks(video_server_url, page, cat_photo, tmp_path):
     from PIL import Image
+    from playwright.sync_api import expect
 
     image_path = tmp_path / "chelsea.png"
     Image.fromarray(cat_photo).save(image_path)
     page.goto(video_server_url)
     page.wait_for_selector("#run")
-    page.locator("#model-banner").get_by_text(re.compile("ready on cpu")).wait_for()
+    page.locator("#model-banner").get_by_text(re.compile("Untrained demo model")).wait_for()
     page.locator("#input-image input[type=file]").set_input_files(str(image_path))
     page.locator("#input-image img").first.wait_for()
     number = page.locator("#threshold input[type=number]")
@@ -113,9 +125,12 @@ def test_draw_boxes_then_refine_by_clicks(video_server_url, page, cat_photo, tmp
     _wait_text(page, "#prompt-summary", "visual")
     before = _grid_row_count(page)
 
-    # Click refinement on a new object: each click updates the mask; undo and clear step back.
+    # Click refinement on a new object: each click updates the mask; undo and clear step back. The clicks go on
+    # the large image of the result column (the canvas takes the annotated result's place), not on a small copy.
     page.locator("#mode").get_by_label("Click to refine").check()
     page.locator("#target").wait_for()
+    expect(page.locator("#result")).to_be_hidden()
+    assert page.locator("#canvas").bounding_box()["width"] > 700
     page.locator("#polarity").get_by_label("positive").check()
     page.locator("#target input").click()
     page.get_by_role("option", name="a new object").click()
@@ -126,6 +141,12 @@ def test_draw_boxes_then_refine_by_clicks(video_server_url, page, cat_photo, tmp
     assert _numbers(marks.split(":", 1)[1]) == pytest.approx([200, 150], abs=1.5)
     page.wait_for_function("n => { const g = document.querySelector('#instances [role=grid]');"
                            " return g && +g.getAttribute('aria-rowcount') - 1 === n; }", arg=before + 1)
+    # The target list follows the refinement: the new object is offered with its score (no stale list).
+    iou = status.rsplit("predicted IoU", 1)[1].strip()
+    page.locator("#target input").click()
+    expect(page.get_by_role("option", name=re.compile(rf"^#{before} object · {re.escape(iou)}$"))).to_have_count(1)
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("option")).to_have_count(0)
     page.locator("#polarity").get_by_label("negative").check()
     _click_image_at(page, 40, 40)
     _wait_text(page, "#status", r"refined with 2 click")

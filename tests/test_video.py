@@ -85,9 +85,8 @@ def test_pruned_session_gives_the_same_tracks_as_an_unbounded_one(vseg, tmp_path
 
 
 def test_a_rotated_phone_video_is_tracked_and_drawn_as_a_player_shows_it(vseg, tmp_path):
-    from test_video_orientation import SHOWN, _bright_corner, rotated_clip
-
     from sam3studio.video.sinks import write_tracking
+    from test_video_orientation import SHOWN, _bright_corner, rotated_clip
 
     clip = rotated_clip(tmp_path / "phone.mp4", 90)  # stored 64x32, shown 32x64
     frames = list(vseg.track(clip, "white box", score_threshold=THRESHOLD))

@@ -56,6 +56,7 @@ from sam3studio.prompts import (
     identity_translator,
     parse_prompts,
 )
+from sam3studio.random_model import is_untrained
 from sam3studio.results import Instance, PromptResult, RLEMasks, Segmentation, mask_to_rle
 from sam3studio.validation import validate_boxes, validate_clicks
 
@@ -317,6 +318,12 @@ class Segmenter:
             compiled=loaded.compiled,
             **options,
         )
+
+    @property
+    def untrained(self) -> bool:
+        """True for a model with random weights (the ``random`` source, the tiny test checkpoints): its
+        masks mean nothing and its scores sit far below trained ones."""
+        return is_untrained(self.model)
 
     # ------------------------------------------------------------------ public API
     def info(self) -> dict[str, str]:

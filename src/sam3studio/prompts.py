@@ -15,7 +15,8 @@ MAX_PROMPT_TOKENS = 32  # SAM 3's text encoder context: a longer prompt is refus
 # ASCII comma, full-width comma, ideographic comma and semicolons separate prompts.
 _SEPARATORS = re.compile(r"[,，、;；]")
 
-__all__ = ["parse_prompts", "MAX_PROMPTS", "MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS", "Translation", "Translator", "identity_translator"]
+__all__ = ["MAX_PROMPTS", "MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS", "Translation", "Translator", "identity_translator",
+           "parse_prompts"]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_random_model", "build_tokenizer", "video_processor"]
+__all__ = ["UNTRAINED_FLAG", "build_random_model", "build_tokenizer", "is_untrained", "mark_untrained", "video_processor"]
+
+# A config attribute (saved in config.json) that says the weights were never trained: the `random` source and
+# the tiny test checkpoints of `sam3studio.testing`. The UI reads it to say so and to lower its default threshold.
+UNTRAINED_FLAG = "sam3studio_untrained"
+
+
+def mark_untrained(config: Any) -> Any:
+    """Set `UNTRAINED_FLAG` on a transformers config and on its detector sub-config (a ``sam3_video`` one)."""
+    setattr(config, UNTRAINED_FLAG, True)
+    detector = getattr(config, "detector_config", None)
+    if detector is not None:
+        setattr(detector, UNTRAINED_FLAG, True)
+    return config
+
+
+def is_untrained(model: Any) -> bool:
+    """Whether ``model``'s config carries `UNTRAINED_FLAG` (random weights: its masks mean nothing)."""
+    return bool(getattr(getattr(model, "config", None), UNTRAINED_FLAG, False))
 
 # Words that get whole-word BPE merges; anything else still tokenizes (byte fallback).
 _CORPUS_WORDS = (
@@ -89,7 +107,7 @@ def build_random_model(device: torch.device, dtype: torch.dtype) -> tuple[Any, A
     )
     log.warning("Loading SAM 3 with random weights: results are meaningless (benchmarks only)")
     tokenizer = build_tokenizer()
-    config = Sam3Config()
+    config = mark_untrained(Sam3Config())
     with torch.device(device):
         model = Sam3Model(config)
     model = model.to(dtype=dtype).eval()

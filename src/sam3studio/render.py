@@ -3,18 +3,26 @@
 Images are ``(H, W, 3)`` uint8 **RGB** arrays in and out (supervision draws on BGR arrays; the
 conversion is done here). Colours are chosen per instance index from a fixed palette, so two
 neighbouring instances of the same prompt still differ.
+
+Labels are drawn with OpenCV's font, which has ASCII only; a label with other characters (a Chinese
+prompt) is drawn with the CJK font shipped in ``assets/fonts`` (`CJK_FONT`, a subset of Noto Sans CJK SC
+under the SIL Open Font License), so it renders on a machine with no CJK font installed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import supervision as sv
 
 from sam3studio.results import Segmentation
 
-__all__ = ["PALETTE", "palette_color", "render_cutout", "render_overlay"]
+__all__ = ["CJK_FONT", "PALETTE", "palette_color", "render_cutout", "render_overlay"]
+
+CJK_FONT = Path(__file__).resolve().parent / "assets" / "fonts" / "NotoSansCJKsc-Regular-subset.otf"
+"""ASCII, punctuation and the 6,763 hanzi of GB 2312 (see tools/subset_cjk_font.py); also served to the web page."""
 
 PALETTE: sv.ColorPalette = sv.ColorPalette.DEFAULT
 """The instance palette (supervision's default, 21 well-spread colours), cycled by index."""
@@ -40,14 +48,19 @@ def _check_image(image: np.ndarray, seg: Segmentation) -> np.ndarray:
 
 
 def _label_text(seg: Segmentation, i: int) -> str:
-    """``"prompt 0.87"``. OpenCV's fonts are ASCII-only, so a non-ASCII prompt falls back to the
-    model query (the translated prompt) when that one is ASCII."""
+    """``"prompt 0.87"``, in the prompt's own words (a Chinese prompt stays Chinese)."""
     prompt = seg.prompts[int(seg.prompt_ids[i])]
     text = prompt.text
-    if not text.isascii() and prompt.query and prompt.query.isascii():
-        text = prompt.query
     score = float(seg.scores[i])
     return text if np.isnan(score) else f"{text} {score:.2f}"  # NaN: an object added by clicks, not detected
+
+
+def _label_annotator(texts: list[str]) -> sv.LabelAnnotator | sv.RichLabelAnnotator:
+    """OpenCV's label annotator for ASCII labels; for any other, the Pillow one with `CJK_FONT`."""
+    if all(text.isascii() for text in texts):
+        return sv.LabelAnnotator(color=PALETTE, color_lookup=sv.ColorLookup.INDEX, smart_position=True)
+    return sv.RichLabelAnnotator(color=PALETTE, color_lookup=sv.ColorLookup.INDEX, font_path=str(CJK_FONT),
+                                 font_size=14, text_padding=6, smart_position=True)
 
 
 def render_overlay(
@@ -87,8 +100,7 @@ def render_overlay(
         scene = sv.BoxAnnotator(color=PALETTE, thickness=2, color_lookup=lookup).annotate(scene, detections)
     if labels:
         tags = list(texts) if texts is not None else [_label_text(seg, i) for i in range(len(seg))]
-        annotator = sv.LabelAnnotator(color=PALETTE, color_lookup=lookup, smart_position=True)
-        scene = annotator.annotate(scene, detections, labels=tags)
+        scene = _label_annotator(tags).annotate(scene, detections, labels=tags)
     return np.ascontiguousarray(scene[..., ::-1])
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sam3studio.random_model import build_tokenizer, video_processor
+from sam3studio.random_model import build_tokenizer, mark_untrained, video_processor
 
 TINY_IMAGE_SIZE = 224
 
@@ -100,6 +100,7 @@ def make_tiny_checkpoint(path: str | Path, seed: int = 0, architecture: str = "s
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config).eval()
+    mark_untrained(model.config)  # the UI says so (and lowers its default threshold)
     model.save_pretrained(path)
     image_processor = Sam3ImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
     Sam3Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
@@ -158,6 +159,7 @@ def make_tiny_video_checkpoint(path: str | Path, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Sam3VideoModel(config).eval()
+    mark_untrained(model.config)
     model.save_pretrained(path)
     video_processor(tokenizer, TINY_IMAGE_SIZE).save_pretrained(path)
     return path

@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 from starlette.routing import Route
 
 from sam3studio import __version__
@@ -131,11 +132,14 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         import gradio as gr  # deferred: the UI is optional (--no-ui) and gradio is slow to import
 
         from sam3studio.ui import build_ui
+        from sam3studio.ui.page import FONTS_DIR, FONTS_URL, page_options
 
+        app.mount(FONTS_URL, StaticFiles(directory=FONTS_DIR), name="ui-fonts")  # before the UI takes "/"
         # Gradio's file limit is one for the whole page: the largest a tab accepts (the Video tab's videos);
         # the image tab's handlers refuse images over max_upload_mb when they decode them.
         app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs), path="/",
                                   max_file_size=max(settings.max_upload_bytes, settings.max_video_bytes),
                                   footer_links=["api"], show_error=False, auth=settings.ui_credentials(),
-                                  auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.")
+                                  auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.",
+                                  **page_options())
     return app

@@ -2,7 +2,8 @@
 
 Library errors map to statuses here, in one table (`to_api_error`): 400 bad input, 404 unknown job,
 409 a feature the checkpoint lacks, 410 a deleted or swept job, 413 too large, 503 busy / not ready /
-out of memory (with Retry-After), 507 too little disk for a new video job. Any other exception is a bug of ours: logged, answered 500 without details.
+out of memory (with Retry-After), 507 too little disk for a new video job. Any other exception is a bug of
+ours: logged, answered 500 without details.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ It calls the same `SegmentService` as the REST API, in-process; it never calls t
     video_tab.py  the Video tab (VideoTab: jobs of the shared JobRunner)
     marks.py      what the user drew on the image canvas (Marks), drawing and describing it (no Gradio)
     i18n.py       every word of the page in English and Chinese; how a page picks its language
+    page.py       what the page adds to Gradio's: page.js (Enter in a slider's number box; hover and click on
+                  the result's masks), page.css (the CJK fallback font, the mask label), the theme's font lists
 
 Adding a tab (say, Review):
 
@@ -22,7 +24,9 @@ Adding a tab (say, Review):
    a class can hold the components (attributes) and handlers (methods), and handlers return a dict
    keyed by the components they change; state lives in a ``gr.State`` holding a dataclass.
    A handler that speaks takes ``ctx.language`` as an input and raises ``gr.Error`` (for a library
-   error: `failure(lang, exc)`); one that runs the image model passes ``**segment_events(settings)``.
+   error: `failure(lang, exc)`; when the model is not loaded it returns `refuse_not_ready(...)`, a warning
+   and no change); one that runs the image model passes ``**segment_events(settings)``. A row that reads
+   the tab's state (``reads=state``) writes a result's words again in the new language.
 2. Add its words to both languages of ``ui/i18n.py`` (same keys: a test checks).
 3. Add ``review_tab`` to `TABS` in ``ui/app.py`` (the order there is the order on the page).
 

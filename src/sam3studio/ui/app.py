@@ -10,21 +10,27 @@ import gradio as gr
 
 from sam3studio.jobs import JobRunner
 from sam3studio.service import SegmentService
-from sam3studio.ui.common import Relabel, UiContext, plain
+from sam3studio.ui.common import Relabel, UiContext, display_source, plain
 from sam3studio.ui.i18n import LANGUAGES, normalize, pick_language
 from sam3studio.ui.i18n import text as t
-from sam3studio.ui.image_tab import image_tab
+from sam3studio.ui.image_tab import UNTRAINED_THRESHOLD, image_tab
 from sam3studio.ui.video_tab import video_tab
+
+BANNER_POLL_S = 2.0  # how often a page asks for the banner while the model loads
 
 # The tabs in page order: each builds its tab from the context and returns its relabel rows.
 TABS: tuple[Callable[[UiContext], list[Relabel]], ...] = (image_tab, video_tab)
 
 
 def model_banner(service: SegmentService, lang: str) -> str:
+    """The line under the intro: the model and where it runs (an untrained one said loudly), loading, or why not."""
     state = service.info()
     if state["ready"]:
         m = state["model"]
-        return t(lang, "banner_ready", source=m["source"], device=m["device"], dtype=m["dtype"])
+        fields = {"source": display_source(m["source"]), "device": m["device"], "dtype": m["dtype"]}
+        if getattr(service.segmenter, "untrained", False):
+            return t(lang, "banner_untrained", threshold=UNTRAINED_THRESHOLD, **fields)
+        return t(lang, "banner_ready", **fields)
     if state["error"]:
         return t(lang, "banner_error", error=state["error"])
     return t(lang, "banner_loading")
@@ -64,10 +70,10 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
     settings = service.settings
     first_lang = pick_language(settings.lang)  # what the page is built in, before the browser is known
     with gr.Blocks(title="sam3studio", delete_cache=(3600, 7200)) as demo:
-        with gr.Row():
-            intro = gr.Markdown(t(first_lang, "intro"))
+        with gr.Row(equal_height=True):
+            intro = gr.Markdown(t(first_lang, "intro"), elem_id="intro")
             lang_radio = gr.Radio([(name, code) for code, name in LANGUAGES.items()], value=first_lang,
-                                  label=t(first_lang, "language"), elem_id="language", scale=0, min_width=180)
+                                  label=t(first_lang, "language"), elem_id="language", scale=0, min_width=240)
         banner = gr.Markdown(model_banner(service, first_lang), elem_id="model-banner")
         ctx = UiContext(service, language=lang_radio, first_lang=first_lang, jobs=jobs)
         labelled = [Relabel(intro, plain("intro")),
@@ -83,10 +89,20 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
             """A page opens in --lang, or with "auto" in the browser's language."""
             return relabel(pick_language(settings.lang, request.headers.get("accept-language") if request else None))
 
-        lang_radio.input(relabel, [lang_radio, *(row.component for row in labelled if row.keeps)], components,
+        lang_radio.input(relabel, [lang_radio, *(row.source for row in labelled if row.keeps)], components,
                          api_name="language", queue=False)
         demo.load(on_load, None, components, api_name=False, queue=False)
         demo.unload(ctx.end_session)  # the session's download folders go when its tab closes
+
+        # While the model loads, the banner asks again every few seconds, so it turns into "ready" (or the
+        # reason it failed, or the untrained-model warning) without a reload.
+        watch = gr.Timer(BANNER_POLL_S, active=service.loading or not (service.ready or service.load_error))
+
+        def poll_banner(lang: str) -> dict[Any, Any]:
+            done = service.ready or bool(service.load_error)
+            return {banner: model_banner(service, normalize(lang)), watch: gr.Timer(active=not done)}
+
+        watch.tick(poll_banner, [lang_radio], [banner, watch], api_name=False, queue=False, show_progress="hidden")
     # Bounded like the API: beyond running + waiting requests, Gradio answers "queue full" at once.
     demo.queue(max_size=settings.max_concurrent + settings.max_queue)
     return demo

@@ -7,6 +7,9 @@ A tab module imports this module, `ui.i18n` and the library; it never imports `u
 from __future__ import annotations
 
 import collections
+import html
+import logging
+import re
 import shutil
 import tempfile
 import threading
@@ -17,12 +20,14 @@ from typing import Any
 
 import gradio as gr
 
+from sam3studio.errors import NotReady
 from sam3studio.jobs import JobRunner
 from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
 from sam3studio.ui.i18n import text as t
 
 KEEP_RUN_DIRS = 32
+log = logging.getLogger("sam3studio.ui")
 
 
 class RunDirs:
@@ -102,14 +107,21 @@ class Relabel:
     """One row of the page's relabel table: a component and what it becomes in a language.
 
     ``update(lang)`` returns the component's new value or a ``gr.update``. A row with ``keeps`` (a
-    parameter name of the ``/language`` endpoint) also reads the component's current value, so that
-    it can keep it (a table's rows under translated headers): ``update(lang, value)``, where value is
-    None when the page loads.
+    parameter name of the ``/language`` endpoint) also reads a current value, so that it can keep it
+    (a table's rows under translated headers): ``update(lang, value)``, where value is None when the
+    page loads. The value read is the component's own, or that of ``reads`` (say, the tab's
+    ``gr.State``, from which a result's summary is written again in the new language).
     """
 
     component: Any
     update: Callable[..., Any]
     keeps: str | None = None
+    reads: Any = None
+
+    @property
+    def source(self) -> Any:
+        """The component whose value a ``keeps`` row reads."""
+        return self.component if self.reads is None else self.reads
 
 
 def texts(**props: str) -> Callable[[str], Any]:
@@ -123,9 +135,59 @@ def plain(key: str) -> Callable[[str], str]:
     return lambda lang: t(lang, key)
 
 
+def readable(message: str) -> str:
+    """A message as the HTML a Gradio toast shows: escaped, with Markdown's `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(message, quote=False))
+
+
 def failure(lang: str, exc: Exception) -> gr.Error:
-    """The ``gr.Error`` a handler raises for a library error (its message, prefixed in the page's language)."""
-    return gr.Error(t(lang, "error", detail=str(exc)))
+    """The ``gr.Error`` a handler raises for a library error (its message, prefixed in the page's language).
+
+    The error is the user's to read, not a bug of ours: logged as one line, without Gradio's traceback.
+    """
+    log.info("UI request refused: %s", exc)
+    return gr.Error(readable(t(lang, "error", detail=str(exc))), print_exception=False)
+
+
+def refuse_not_ready(lang: str, exc: NotReady, failed: bool) -> dict[Any, Any]:
+    """What a handler returns when the model is not loaded: one short warning toast (the page's banner says why
+    at length: ``failed``) or "still loading", one log line, and no change to the panels (a `gr.Error` would
+    mark every output panel "Error" and repeat the long reason)."""
+    log.warning("UI request not run: %s", exc)
+    gr.Warning(t(lang, "not_ready_failed" if failed else "not_ready_loading"), title=t(lang, "not_ready_title"))
+    return gr.skip()
+
+
+def in_range(lang: str, slider: gr.Slider, value: Any, label_key: str) -> float:
+    """``value`` clamped to ``slider``'s range; a value outside it gets a warning toast naming what was used.
+
+    For an event registered with ``preprocess=False`` (`RAW_SLIDERS`): Gradio's own slider check would refuse
+    a typed out-of-range value before any handler ran, with a raw English message and an "Error" badge on
+    the outputs. (The slider's number box shows the clamped value too once it loses focus: Gradio clamps it.)
+    """
+    low, high = slider.minimum, slider.maximum
+    number = float(slider.value if value is None else value)
+    used = min(max(number, low), high)
+    if used != number:
+        gr.Warning(t(lang, "out_of_range", label=t(lang, label_key), value=number, low=low, high=high, used=used),
+                   title=t(lang, "out_of_range_title"))
+    return used
+
+
+RAW_SLIDERS = {"preprocess": False}
+"""Event option of a handler that takes slider values: its inputs arrive as sent (a slider's number unchecked,
+a radio's or dropdown's value, a textbox's text, the state itself, an image as its uploaded-file payload, which
+the handler turns into a path with ``Image.preprocess``)."""
+
+
+def display_source(source: str) -> str:
+    """How the page names a model source: a local checkpoint by its folder's name (a browser user need not see
+    the server's paths; the server log and ``/api/v1/ready`` have the full one), anything else as given."""
+    try:
+        path = Path(source).expanduser()
+        return path.name if path.is_dir() else source
+    except (OSError, ValueError):
+        return source
 
 
 def segment_events(settings: Settings) -> dict[str, Any]:

@@ -20,6 +20,15 @@ TEXTS: dict[str, dict[str, Any]] = {
         "banner_ready": "Model **{source}** ready on {device} ({dtype}).",
         "banner_error": "⚠️ The model could not be loaded: {error}",
         "banner_loading": "⏳ The model is loading; the first run may wait for it.",
+        "banner_untrained": "⚠️ **Untrained demo model** ({source}, {device}, {dtype}): random weights, so the masks "
+                            "mean nothing; it is here to try the interface. For real results: `--model facebook/sam3`. "
+                            "Its scores sit near 0.25, so the detection threshold starts at {threshold:.2f}.",
+        "not_ready_title": "Model not loaded",
+        "not_ready_failed": "Nothing was run: the model could not be loaded (the line at the top of the page says why "
+                            "and how to get it).",
+        "not_ready_loading": "Nothing was run: the model is still loading. Try again in a moment.",
+        "out_of_range_title": "Value out of range",
+        "out_of_range": "{label}: {value:g} is outside {low:g} – {high:g}; {used:g} was used.",
         "image": "Image (JPG, PNG, WebP)",
         "examples": "Example photos",
         "prompts": "Prompts",
@@ -36,7 +45,7 @@ TEXTS: dict[str, dict[str, Any]] = {
         "smooth": "Smooth edges (pixels)",
         "run": "Segment",
         "result": "Result",
-        "details_hint": "Click a mask to see its details.",
+        "details_hint": "Hover a mask for its label and score; click it for its details.",
         "instances": "Instances",
         "headers": ["id", "prompt", "score", "predicted IoU", "area %", "box (x1, y1, x2, y2)"],
         "downloads": "Downloads (JSON, overlay, cutout, masks zip)",
@@ -104,6 +113,14 @@ TEXTS: dict[str, dict[str, Any]] = {
         "banner_ready": "模型 **{source}** 已就绪，运行于 {device}（{dtype}）。",
         "banner_error": "⚠️ 模型加载失败：{error}",
         "banner_loading": "⏳ 模型加载中；第一次运行可能需要等待。",
+        "banner_untrained": "⚠️ **未训练的演示模型**（{source}，{device}，{dtype}）：权重是随机的，掩码没有意义，"
+                            "仅供试用界面。要得到真实结果：`--model facebook/sam3`。它的得分在 0.25 左右，"
+                            "所以检测阈值从 {threshold:.2f} 开始。",
+        "not_ready_title": "模型未加载",
+        "not_ready_failed": "未运行：模型加载失败（页面顶部的提示说明了原因和获取方法）。",
+        "not_ready_loading": "未运行：模型仍在加载，请稍后再试。",
+        "out_of_range_title": "数值超出范围",
+        "out_of_range": "{label}：{value:g} 超出 {low:g} – {high:g} 的范围，已改用 {used:g}。",
         "image": "图片（JPG、PNG、WebP）",
         "examples": "示例照片",
         "prompts": "提示词",
@@ -120,7 +137,7 @@ TEXTS: dict[str, dict[str, Any]] = {
         "smooth": "平滑边缘（像素）",
         "run": "分割",
         "result": "结果",
-        "details_hint": "点击掩码查看详情。",
+        "details_hint": "把鼠标移到掩码上可看标签和得分；点击掩码查看详情。",
         "instances": "实例",
         "headers": ["编号", "提示词", "得分", "预测 IoU", "面积 %", "框 (x1, y1, x2, y2)"],
         "downloads": "下载（JSON、叠加图、抠图、掩码 zip）",

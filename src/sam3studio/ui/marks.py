@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from sam3studio.render import render_overlay
 from sam3studio.results import Instance, PromptResult, RLEMasks, Segmentation, mask_to_rle
 from sam3studio.ui.i18n import text as t
 
@@ -50,6 +51,12 @@ class Marks:
             return replace(self, boxes=self.boxes[:-1], box_labels=self.box_labels[:-1])
         return replace(self, points=self.points[:-1], point_labels=self.point_labels[:-1])
 
+    def scaled(self, k: float) -> Marks:
+        """The same marks on an image ``k`` times larger (how the canvas draws them)."""
+        return replace(self, boxes=[[v * k for v in box] for box in self.boxes],
+                       corner=(self.corner[0] * k, self.corner[1] * k) if self.corner is not None else None,
+                       points=[[x * k, y * k] for x, y in self.points])
+
     def clear(self, mode: str) -> Marks:
         if mode == "box":
             return replace(self, boxes=[], box_labels=[], corner=None)
@@ -80,13 +87,48 @@ def draw(rgb: np.ndarray, marks: Marks, mode: str, mask: np.ndarray | None = Non
     return np.asarray(img)
 
 
+CANVAS_LONG_SIDE = 1000  # px: a smaller image is drawn enlarged on the canvas, which Gradio never scales up
+
+
+def canvas_scale(width: int, height: int) -> int:
+    """The whole factor the canvas draws an image of this size at (1 for an image of `CANVAS_LONG_SIDE` or more).
+
+    Gradio shows an image at most at its own size, so a small photo would sit small in the large canvas;
+    drawn ``k`` times larger it fills it, and a click at canvas pixel (x, y) is image pixel (x / k, y / k).
+    """
+    return max(1, CANVAS_LONG_SIDE // max(1, width, height))
+
+
+def _scaled(seg: Segmentation, k: int) -> Segmentation:
+    masks = seg.masks.repeat(k, axis=1).repeat(k, axis=2)
+    return replace(seg, width=seg.width * k, height=seg.height * k, masks=masks, boxes=seg.boxes * k)
+
+
 def canvas_image(rgb: np.ndarray | None, marks: Marks, mode: str, shown: Segmentation | None,
                  target: int) -> np.ndarray | None:
-    """What the canvas shows in ``mode``: nothing in text mode; in click mode the ``target`` row of ``shown`` tinted."""
+    """What the canvas shows in ``mode``: nothing in text mode; else the ``shown`` result drawn over the image
+    (`render_overlay`, with labels) and the marks; in click mode its ``target`` row tinted amber instead.
+
+    Drawn `canvas_scale` times the image's size (crisp labels and marks on an enlarged small photo).
+    """
     if rgb is None or mode == "text":
         return None
-    mask = shown.masks[target] if mode == "click" and shown is not None and 0 <= target < len(shown) else None
-    return draw(rgb, marks, mode, mask)
+    k = canvas_scale(rgb.shape[1], rgb.shape[0])
+    if k > 1:
+        from PIL import Image
+
+        rgb = np.asarray(Image.fromarray(rgb).resize((rgb.shape[1] * k, rgb.shape[0] * k), Image.Resampling.BILINEAR))
+        shown = _scaled(shown, k) if shown is not None else None
+        marks = marks.scaled(k)
+    refining = mode == "click" and shown is not None and 0 <= target < len(shown)
+    mask = shown.masks[target] if refining else None
+    base = rgb
+    if shown is not None and len(shown):
+        others = np.ones(len(shown), bool)
+        if refining:
+            others[target] = False
+        base = render_overlay(rgb, shown[others], alpha=0.4) if others.any() else rgb
+    return draw(base, marks, mode, mask)
 
 
 def marks_text(marks: Marks, mode: str, lang: str) -> str:
