@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from sam3studio.cli import batch, bench, info, prompt, segment, serve, track
+from sam3studio.cli import batch, bench, finetune, info, prompt, segment, serve, track
 from sam3studio.cli import eval as eval_
 from sam3studio.cli.common import err_console
 
@@ -31,6 +31,7 @@ app.command("prompt")(prompt.prompt_command)
 app.command("batch")(batch.batch_command)
 app.command("track")(track.track_command)
 app.command("bench")(bench.bench_command)
+app.command("finetune")(finetune.finetune_command)
 
 
 def main() -> None:
