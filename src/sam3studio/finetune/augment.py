@@ -47,7 +47,8 @@ def apply_view(rgb: np.ndarray, masks: dict[str, np.ndarray], view: str) -> tupl
 
 
 class Augmenter:
-    """Random flip, scale jitter (0.75-1.25 with up to 10% shift) and colour jitter; masks follow the pixels.
+    """Random flip, scale jitter (0.75-1.25 with up to 10% shift) and brightness, contrast and saturation jitter;
+    masks follow the pixels.
 
     Draws from torch's global generator: the training loop seeds it per epoch, so runs repeat.
     """
@@ -61,7 +62,8 @@ class Augmenter:
             v2.RandomHorizontalFlip(0.5),
             v2.RandomApply([v2.RandomAffine(degrees=0.0, translate=(translate, translate), scale=scale,
                                             fill={tv_tensors.Image: 114, tv_tensors.Mask: 0})], p=0.8),
-            v2.ColorJitter(brightness=colour, contrast=colour, saturation=colour, hue=0.03),
+            # no hue jitter: its HSV round trip cost more than the rest of a tiny-model step
+            v2.ColorJitter(brightness=colour, contrast=colour, saturation=colour),
         ])
 
     def __call__(self, rgb: np.ndarray, masks: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:

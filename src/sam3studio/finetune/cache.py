@@ -142,14 +142,17 @@ def vision_output(levels: list[torch.Tensor], position: tuple[torch.Tensor, ...]
 
 
 class CachedVisionModel:
-    """A SAM 3 model whose ``get_vision_features`` reads a `FeatureCache` (computing and storing misses).
+    """A SAM 3 model whose ``get_vision_features`` reads a `FeatureCache` (an image not in it is computed).
 
+    ``start_layer=None``: the cache holds the detector's FPN levels (``heads``). Otherwise it holds the ViT's
+    hidden state entering ``start_layer`` (``lora``), and the layers from there on and the neck run here.
     Everything else goes to the wrapped model, so `sam3studio.core.Segmenter` runs on it unchanged.
     """
 
-    def __init__(self, model: Any, cache: FeatureCache) -> None:
+    def __init__(self, model: Any, cache: FeatureCache, start_layer: int | None = None) -> None:
         self.model = model
         self.cache = cache
+        self.start_layer = start_layer
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
@@ -159,15 +162,15 @@ class CachedVisionModel:
 
     def get_vision_features(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
         keys = [pixel_key(p) for p in pixel_values]
-        missing = [i for i, k in enumerate(keys) if k not in self.cache]
-        if missing or self.cache.position is None:
-            computed = self.model.get_vision_features(pixel_values=pixel_values, **kwargs)
-            store_features(self.cache, computed, keys)
-            return computed
+        if not all(k in self.cache for k in keys) or (self.start_layer is None and self.cache.position is None):
+            return self.model.get_vision_features(pixel_values=pixel_values, **kwargs)
         device = pixel_values.device
-        per_level = list(zip(*(self.cache.get(k) for k in keys), strict=True))
-        levels = [torch.stack(ts).to(device) for ts in per_level]
-        return vision_output(levels, tuple(p.to(device) for p in self.cache.position))
+        per_level = [torch.stack(ts).to(device) for ts in zip(*(self.cache.get(k) for k in keys), strict=True)]
+        if self.start_layer is not None:
+            from sam3studio.finetune.vit import vision_from_hidden
+
+            return vision_from_hidden(self.model.vision_encoder, per_level[0], self.start_layer)
+        return vision_output(per_level, tuple(p.to(device) for p in self.cache.position))
 
 
 def store_features(cache: FeatureCache, vision: Any, keys: list[str]) -> None:

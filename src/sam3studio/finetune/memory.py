@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from sam3studio.errors import InputTooLargeError
-from sam3studio.finetune.cache import feature_bytes_per_view, feature_levels
+from sam3studio.finetune.cache import feature_levels
 from sam3studio.finetune.modes import HEAD_MODULES
 
 __all__ = ["MemoryEstimate", "available_memory", "count_parameters", "estimate_memory", "check_disk"]
@@ -95,7 +95,7 @@ def _vit_layer_elements(config: Any) -> int:
 
 
 def estimate_memory(model_cls: Any, config: Any, mode: str, *, images_per_step: int, pairs_per_image: float,
-                    compute_dtype: torch.dtype, cache_views: int = 0, lora_layers: int = 0, lora_rank: int = 8) -> MemoryEstimate:
+                    compute_dtype: torch.dtype, cache_bytes: int = 0, lora_layers: int = 0, lora_rank: int = 8) -> MemoryEstimate:
     """The estimate described in the module docstring, in bytes per part."""
     total, per = count_parameters(model_cls, config)
     if mode == "all":
@@ -117,8 +117,8 @@ def estimate_memory(model_cls: Any, config: Any, mode: str, *, images_per_step: 
     vit_layers = {"all": config.vision_config.backbone_config.num_hidden_layers, "lora": lora_layers}.get(mode, 0)
     if vit_layers:
         parts["activations"] += images_per_step * vit_layers * _vit_layer_elements(config) * (act_bytes + 1)
-    if cache_views:
-        parts["feature cache"] = cache_views * feature_bytes_per_view(config, compute_dtype)
+    if cache_bytes:
+        parts["feature cache"] = cache_bytes
     return MemoryEstimate(parts)
 
 

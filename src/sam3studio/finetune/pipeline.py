@@ -15,9 +15,10 @@ from sam3studio.finetune.cache import FeatureCache, feature_bytes_per_view, feat
 from sam3studio.finetune.checkpoint import inspect_source, load_state, model_fingerprint
 from sam3studio.finetune.config import FinetuneConfig, FinetuneConfigError
 from sam3studio.finetune.data import TrainingData, check_images, image_targets, load_training_data
-from sam3studio.finetune.memory import available_memory, check_disk, estimate_memory, refuse_if_too_big
+from sam3studio.finetune.memory import available_memory, check_disk, count_parameters, estimate_memory, refuse_if_too_big
 from sam3studio.finetune.modes import prepare_model, vision_layer_count
 from sam3studio.finetune.train import MAX_TEXT_TOKENS, FinetuneEvent, FinetuneResult, Run
+from sam3studio.finetune.vit import hidden_bytes_per_view
 from sam3studio.model import load_model, resolve_device, resolve_dtype
 
 __all__ = ["OutputFolderError", "finetune"]
@@ -50,8 +51,16 @@ def _check_out(out: Path, resume: bool) -> None:
         raise OutputFolderError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
 
 
-def _compute_dtype(name: str, device: torch.device) -> torch.dtype:
+# Below this size a training step is bound by per-operation overhead, which autocast adds to: on the tiny
+# checkpoint a heads epoch took 4.5 s in float32 and 6.5 s under bf16 autocast (docs/finetune.md).
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+def _compute_dtype(name: str, device: torch.device, n_params: int) -> torch.dtype:
+    """``auto``: bf16 autocast where the device has bf16 matrix units (as for inference), float32 for small models."""
     dtype = resolve_dtype(name, device)
+    if (name or "auto").lower() == "auto" and n_params < SMALL_MODEL_PARAMS:
+        return torch.float32
     if dtype == torch.float16 and device.type != "cuda":
         raise FinetuneConfigError("float16 training needs a CUDA GPU; use --dtype bfloat16 or float32")
     return dtype
@@ -80,12 +89,13 @@ def _memory_plan(cfg: FinetuneConfig, info: Any, data: TrainingData, device: tor
     """Estimate memory and disk, refuse what will not fit, and return the figures for the report."""
     items = image_targets(data.train)
     pairs = sum(len(it.positives) + min(cfg.negatives, len(it.negatives)) for it in items) / max(1, len(items))
-    views = 2 * len(items) + len(data.val.images) if cfg.train == "heads" and cfg.cache != "off" else 0
-    per_view = feature_bytes_per_view(info.config, dtype)
+    cached = cfg.train in ("heads", "lora") and cfg.cache != "off"
+    views = 2 * len(items) + len(data.val.images) if cached else 0
+    per_view = (feature_bytes_per_view if cfg.train == "heads" else hidden_bytes_per_view)(info.config, dtype)
     n_layers = info.config.vision_config.backbone_config.num_hidden_layers
     lora_layers = min(n_layers, cfg.lora_layers or max(1, n_layers // 8))
     est = estimate_memory(info.model_cls, info.config, cfg.train, images_per_step=cfg.images_per_step, pairs_per_image=pairs,
-                          compute_dtype=dtype, cache_views=views if cfg.cache == "memory" else 0,
+                          compute_dtype=dtype, cache_bytes=views * per_view if cfg.cache == "memory" else 0,
                           lora_layers=lora_layers, lora_rank=cfg.lora_rank)
     if cfg.memory_budget_gb is not None:
         available, where = int(cfg.memory_budget_gb * 1024**3), "allowed (memory budget)"
@@ -95,7 +105,7 @@ def _memory_plan(cfg: FinetuneConfig, info: Any, data: TrainingData, device: tor
               "or --train heads" if cfg.train != "heads" else "lower --batch-size or --negatives, or use --cache disk")
     refuse_if_too_big(est, available, where, advice)
     return {"memory_estimate": est.to_dict(),
-            "feature_cache": {"mode": cfg.cache if cfg.train == "heads" else "none", "views": views,
+            "feature_cache": {"mode": cfg.cache if cached else "off", "views": views,
                               "bytes_per_view": per_view, "bytes": views * per_view}}
 
 
@@ -123,6 +133,26 @@ def finetune(
     `ModelSourceError`) with one sentence. Ctrl-C (KeyboardInterrupt) leaves the last finished epoch
     resumable. Returns the report (also in ``out/report.json``).
     """
+    run = prepare_run(train, val, out=out, model=model, images=images, config=config, mapping=mapping, fmt=fmt,
+                      resume=resume, on_event=on_event)
+    run.prepare()
+    return run.run()
+
+
+def prepare_run(
+    train: str | Path,
+    val: str | Path | None = None,
+    *,
+    out: str | Path,
+    model: str = "facebook/sam3",
+    images: str | Path | None = None,
+    config: FinetuneConfig | None = None,
+    mapping: Mapping[str, str] | None = None,
+    fmt: str = "auto",
+    resume: bool = False,
+    on_event: Callable[[FinetuneEvent], None] | None = None,
+) -> Run:
+    """Every check of `finetune`, then the model loaded and prepared: a `Run` ready to ``prepare()`` and ``run()``."""
     from sam3studio.translate import get_translator
 
     cfg = config or FinetuneConfig()
@@ -135,9 +165,9 @@ def finetune(
     check_images(data.val)
     info = inspect_source(model)
     device = resolve_device(cfg.device)
-    dtype = _compute_dtype(cfg.dtype, device)
+    dtype = _compute_dtype(cfg.dtype, device, count_parameters(info.model_cls, info.config)[0])
     extra = _memory_plan(cfg, info, data, device, dtype)
-    if cfg.cache == "disk" and cfg.train == "heads":
+    if cfg.cache == "disk" and cfg.train in ("heads", "lora"):
         check_disk(out, extra["feature_cache"]["bytes"])
     data_key = _data_key(data, info.source)
     saved = load_state(out / WORK) if resume else None
@@ -160,9 +190,10 @@ def finetune(
     _check_prompts(loaded.processor, translator, data)
     tm = prepare_model(loaded.model, cfg.train, cfg.lora_rank, cfg.lora_alpha, cfg.lora_layers)
     cache = None
-    if cfg.train == "heads" and cfg.cache != "off":
+    if cfg.train in ("heads", "lora") and cfg.cache != "off":
         size = loaded.processor.image_processor.size
-        fingerprint = model_fingerprint(info, loaded.model, dtype, size)
+        layer = tm.lora_layers[0] if tm.lora_layers else None
+        fingerprint = model_fingerprint(info, loaded.model, dtype, size) + f"-start{layer}"
         cache = FeatureCache(out / WORK / "cache" if cfg.cache == "disk" else None, fingerprint)
     levels = feature_levels(info.config)
     extra["trainable_parameters"] = sum(p.numel() for p in tm.trainable().values())
@@ -173,6 +204,5 @@ def finetune(
     if saved is not None:
         run.restore(saved)
         emit(FinetuneEvent("note", message=f"resuming after epoch {saved['epoch']}"))
-    run.prepare()
-    return run.run()
+    return run
 

@@ -36,6 +36,7 @@ from sam3studio.finetune.data import ImageTargets, TrainingData, image_targets
 from sam3studio.finetune.loss import SetLoss
 from sam3studio.finetune.modes import TrainableModel
 from sam3studio.finetune.report import gains, headline, monitored, write_report
+from sam3studio.finetune.vit import hidden_before, vision_from_hidden
 from sam3studio.io.images import load_image
 
 __all__ = ["FinetuneEvent", "FinetuneResult", "Run"]
@@ -91,7 +92,7 @@ class Run:
     device: torch.device
     compute_dtype: torch.dtype
     out: Path
-    cache: FeatureCache | None
+    cache: FeatureCache | None  # heads: FPN levels per view; lora: the ViT state entering the first adapted layer
     mask_size: tuple[int, int]
     on_event: Callable[[FinetuneEvent], None]
     data_key: str
@@ -101,7 +102,10 @@ class Run:
         self.work = self.out / ".finetune"
         self.items: list[ImageTargets] = image_targets(self.data.train)
         self.criterion = SetLoss(self.cfg.loss)
-        self.augment = Augmenter() if self.cfg.train != "heads" else None
+        # lora with a cache starts the ViT at its first adapted layer; fixed views then, as in heads mode
+        self.cache_layer = self.tm.lora_layers[0] if self.cfg.train == "lora" and self.cache is not None else None
+        self.fixed_views = self.cfg.train == "heads" or self.cache_layer is not None
+        self.augment = None if self.fixed_views else Augmenter()
         self.view_keys: dict[tuple[int, str], str] = {}
         self.targets: dict[tuple[int, str], dict[str, PromptTarget]] = {}
         self.text: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -110,6 +114,7 @@ class Run:
         self.micro_steps = math.ceil(len(self.items) / self.batch)
         opt_steps = math.ceil(self.micro_steps / self.cfg.accumulate) * self.cfg.epochs
         heads, others = self.tm.param_groups()
+        self._params = heads + others
         groups = [{"params": heads, "lr": self.cfg.lr}]
         if others:
             groups.append({"params": others, "lr": self.cfg.lr * self.cfg.encoder_lr_scale})
@@ -159,13 +164,14 @@ class Run:
 
     # ------------------------------------------------------------------ preparation
     def prepare(self) -> None:
-        """``heads``: text features once, and the vision features of every view into the cache."""
-        if self.cfg.train != "heads":
+        """Fixed views: their targets, and their features into the cache; ``heads``: text features once."""
+        if not self.fixed_views:
             return
-        queries = sorted({self._query(p) for it in self.items for p in it.prompts})
-        with torch.no_grad(), self._autocast():
-            feats, mask = self._text_features(queries)
-        self.text = {q: (feats[i : i + 1].detach(), mask[i : i + 1]) for i, q in enumerate(queries)}
+        if self.cfg.train == "heads":
+            queries = sorted({self._query(p) for it in self.items for p in it.prompts})
+            with torch.no_grad(), self._autocast():
+                feats, mask = self._text_features(queries)
+            self.text = {q: (feats[i : i + 1].detach(), mask[i : i + 1]) for i, q in enumerate(queries)}
         todo: list[tuple[str, torch.Tensor]] = []
         total = len(self.items) + len(self.data.val.images)
         for i, item in enumerate(self.items):
@@ -191,9 +197,14 @@ class Run:
     def _flush(self, todo: list[tuple[str, torch.Tensor]], force: bool) -> list[tuple[str, torch.Tensor]]:
         if self.cache is None or not todo or (len(todo) < ENCODE_CHUNK and not force):
             return todo
+        pixels, keys = torch.cat([pv for _, pv in todo]), [k for k, _ in todo]
         with torch.no_grad(), self._autocast():
-            vision = self.tm.model.get_vision_features(pixel_values=torch.cat([pv for _, pv in todo]))
-        store_features(self.cache, vision, [k for k, _ in todo])
+            if self.cache_layer is None:
+                store_features(self.cache, self.tm.model.get_vision_features(pixel_values=pixels), keys)
+            else:
+                hidden = hidden_before(self.tm.model.vision_encoder, pixels, self.cache_layer)
+                for key, h in zip(keys, hidden, strict=True):
+                    self.cache.put(key, (h,))
         return []
 
     # ------------------------------------------------------------------ one step
@@ -204,7 +215,7 @@ class Run:
         prompts: dict[int, list[str]] = {}
         for i in order:
             item = self.items[i]
-            views[i] = HEADS_VIEWS[int(torch.randint(len(HEADS_VIEWS), (1,), generator=g))] if self.augment is None else None
+            views[i] = HEADS_VIEWS[int(torch.randint(len(HEADS_VIEWS), (1,), generator=g))] if self.fixed_views else None
             negs = item.negatives
             picked = {negs[j] for j in torch.randperm(len(negs), generator=g)[: self.cfg.negatives].tolist()} if negs else set()
             prompts[i] = [p for p in item.prompts if p in item.instances or p in picked]
@@ -233,35 +244,63 @@ class Run:
         return vision_in, text, mask, targets
 
     def _encoder_inputs(self, batch: list[int], plan: _Plan) -> tuple[Any, torch.Tensor, torch.Tensor, list[PromptTarget]]:
-        rows, targets, pvs = [], [], []
-        for b, i in enumerate(batch):
+        """``all``, and ``lora`` without a cache: a fresh augmentation of each image, the encoder with gradients."""
+        targets, pvs = [], []
+        for i in batch:
             item = self.items[i]
             rgb, masks = self.augment(self._image(i), item.decode())
-            per_prompt = model_targets(plan.prompts[i], masks, self.mask_size)
+            targets.append(model_targets(plan.prompts[i], masks, self.mask_size))
             pvs.append(self._pixels(rgb))
-            for p in plan.prompts[i]:
-                rows.append((b, p))
-                targets.append(per_prompt[p])
         vision = self.tm.model.get_vision_features(pixel_values=torch.cat(pvs))
+        return self._rows(vision, batch, plan, targets)
+
+    def _cached_hidden_inputs(self, batch: list[int], plan: _Plan) -> tuple[Any, torch.Tensor, torch.Tensor, list[PromptTarget]]:
+        """``lora`` with a cache: the ViT from its first adapted layer on, for each image's fixed view."""
+        keys = [self.view_keys[(i, plan.views[i])] for i in batch]
+        hidden = torch.stack([self.cache.get(k)[0] for k in keys]).to(self.device)
+        vision = vision_from_hidden(self.tm.model.vision_encoder, hidden, self.cache_layer)
+        return self._rows(vision, batch, plan, [self.targets[(i, plan.views[i])] for i in batch])
+
+    def _rows(self, vision: Any, batch: list[int], plan: _Plan,
+              targets: list[dict[str, PromptTarget]]) -> tuple[Any, torch.Tensor, torch.Tensor, list[PromptTarget]]:
+        """One detector row per (image, prompt): vision features repeated, text features computed (with gradients)."""
+        rows = [(b, p) for b, i in enumerate(batch) for p in plan.prompts[i]]
         idx = torch.tensor([b for b, _ in rows], device=self.device)
         levels = [lv.index_select(0, idx) for lv in vision.fpn_hidden_states[:-1]]
         vision_in = vision_output(levels, tuple(p[:1] for p in vision.fpn_position_encoding[:-1]))
         queries = list(dict.fromkeys(self._query(p) for _, p in rows))
         feats, mask = self._text_features(queries)
         pick = torch.tensor([queries.index(self._query(p)) for _, p in rows], device=self.device)
-        return vision_in, feats.index_select(0, pick), mask.index_select(0, pick), targets
+        return vision_in, feats.index_select(0, pick), mask.index_select(0, pick), [targets[b][p] for b, p in rows]
 
     def _forward(self, batch: list[int], plan: _Plan) -> dict[str, torch.Tensor]:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         with self._autocast():
-            inputs = self._heads_inputs if self.cfg.train == "heads" else self._encoder_inputs
+            if self.cfg.train == "heads":
+                inputs = self._heads_inputs
+            else:
+                inputs = self._encoder_inputs if self.cache_layer is None else self._cached_hidden_inputs
             vision, text, mask, targets = inputs(batch, plan)
             outputs = self.tm.model(vision_embeds=vision, text_embeds=BaseModelOutputWithPooling(pooler_output=text),
                                     attention_mask=mask)
         return self.criterion(outputs, targets)
 
     # ------------------------------------------------------------------ epochs
+    def _step(self, batch: list[int], plan: _Plan, group: int, update: bool) -> dict[str, float]:
+        """One micro-batch forward and backward; ``update``: then clip and take the optimizer step."""
+        losses = self._forward(batch, plan)
+        self.scaler.scale(losses["loss"] / group).backward()
+        if update:
+            self.scaler.unscale_(self.optimizer)
+            if self.cfg.clip:
+                torch.nn.utils.clip_grad_norm_(self._params, self.cfg.clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {name: float(value.detach()) for name, value in losses.items()}
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         plan = self._plan(epoch)
         torch.manual_seed(self._seed(epoch))  # dropout and augmentation
@@ -269,32 +308,36 @@ class Run:
         acc = self.cfg.accumulate
         sums: dict[str, float] = {}
         self.tm.set_train()
-        params = list(self.tm.trainable().values())
         self.optimizer.zero_grad(set_to_none=True)
         for k, batch in enumerate(batches):
             group = min(acc, len(batches) - (k // acc) * acc)  # micro-batches in this optimizer step
-            losses = self._forward(batch, plan)
-            self.scaler.scale(losses["loss"] / group).backward()
+            losses = self._step(batch, plan, group, update=(k + 1) % acc == 0 or k + 1 == len(batches))
             for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-            if (k + 1) % acc == 0 or k + 1 == len(batches):
-                self.scaler.unscale_(self.optimizer)
-                if self.cfg.clip:
-                    torch.nn.utils.clip_grad_norm_(params, self.cfg.clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            self._event("step", epoch=epoch, step=(epoch - 1) * self.micro_steps + k + 1,
-                        loss=sums["loss"] / (k + 1))
+                sums[name] = sums.get(name, 0.0) + value
+            self._event("step", epoch=epoch, step=(epoch - 1) * self.micro_steps + k + 1, loss=sums["loss"] / (k + 1))
         return {name: value / len(batches) for name, value in sums.items()}
+
+    def time_steps(self, n: int) -> list[float]:
+        """Seconds of each of ``n`` training steps (forward, backward, optimizer) on epoch 1's draws (benchmarks)."""
+        plan = self._plan(1)
+        torch.manual_seed(self._seed(1))
+        self.tm.set_train()
+        times = []
+        for k in range(n):
+            batch = [plan.order[(k * self.batch + j) % len(plan.order)] for j in range(self.batch)]
+            t0 = time.perf_counter()
+            self._step(batch, plan, 1, update=True)
+            times.append(time.perf_counter() - t0)
+        return times
 
     def validate(self) -> dict[str, Any]:
         """The project's evaluator on the validation split; returns `EvalReport.to_dict()`."""
         from sam3studio.core import Segmenter
 
         self.tm.model.eval()
-        model = CachedVisionModel(self.tm.model, self.cache) if self.cache is not None else self.tm.model
+        model = self.tm.model
+        if self.cache is not None:
+            model = CachedVisionModel(model, self.cache, self.cache_layer)
         segmenter = Segmenter(model, self.processor, device=self.device, dtype=self.compute_dtype,
                               translator=self.translator, source=self.info.source)
         report = evaluate(self.data.val, predict(segmenter, self.data.val), score_threshold=self.cfg.score_threshold)
@@ -358,8 +401,9 @@ class Run:
         before, after = st["before"], st["best_report"]
         report = {
             "format": "sam3studio-finetune-report", "version": 1,
-            "source": self.info.source, "architecture": self.info.model_type, "dtype": str(self.info.dtype).removeprefix("torch."),
-            "output": str(self.out), "device": str(self.device), "compute_dtype": str(self.compute_dtype).removeprefix("torch."),
+            "source": self.info.source, "architecture": self.info.model_type,
+            "dtype": str(self.info.dtype).removeprefix("torch."), "output": str(self.out), "device": str(self.device),
+            "compute_dtype": str(self.compute_dtype).removeprefix("torch."),
             "settings": self.cfg.to_dict(), "data": self.data.summary(), "notes": list(self.data.notes),
             "before": before, "after": after, "gain": gains(before, after),
             "improved": monitored(after) > monitored(before), "best_epoch": st["best_epoch"],
