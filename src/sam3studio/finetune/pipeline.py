@@ -84,9 +84,13 @@ def _check_prompts(processor: Any, translator: Any, data: TrainingData) -> None:
                                  f"{MAX_TEXT_TOKENS} (shorten it with --mapping)")
 
 
-def _memory_plan(cfg: FinetuneConfig, info: Any, data: TrainingData, device: torch.device,
-                 dtype: torch.dtype) -> dict[str, Any]:
-    """Estimate memory and disk, refuse what will not fit, and return the figures for the report."""
+def _memory_plan(cfg: FinetuneConfig, info: Any, data: TrainingData, device: torch.device, dtype: torch.dtype,
+                 saved_batch: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Estimate memory and disk, refuse what will not fit, and return the figures for the report.
+
+    With the default batch size, a batch that does not fit is split into smaller steps whose gradients
+    add up (the same images per update); ``saved_batch`` (a resumed run's split) is kept as it was.
+    """
     items = image_targets(data.train)
     pairs = sum(len(it.positives) + min(cfg.negatives, len(it.negatives)) for it in items) / max(1, len(items))
     cached = cfg.train in ("heads", "lora") and cfg.cache != "off"
@@ -94,17 +98,25 @@ def _memory_plan(cfg: FinetuneConfig, info: Any, data: TrainingData, device: tor
     per_view = (feature_bytes_per_view if cfg.train == "heads" else hidden_bytes_per_view)(info.config, dtype)
     n_layers = info.config.vision_config.backbone_config.num_hidden_layers
     lora_layers = min(n_layers, cfg.lora_layers or max(1, n_layers // 8))
-    est = estimate_memory(info.model_cls, info.config, cfg.train, images_per_step=cfg.images_per_step, pairs_per_image=pairs,
-                          compute_dtype=dtype, cache_bytes=views * per_view if cfg.cache == "memory" else 0,
-                          lora_layers=lora_layers, lora_rank=cfg.lora_rank)
     if cfg.memory_budget_gb is not None:
         available, where = int(cfg.memory_budget_gb * 1024**3), "allowed (memory budget)"
     else:
         available, where = available_memory(device)
-    advice = ("lower --batch-size (with --accumulate to keep the effective batch), use --cache disk, "
+
+    def estimate(images: int):
+        return estimate_memory(info.model_cls, info.config, cfg.train, images_per_step=images, pairs_per_image=pairs,
+                               compute_dtype=dtype, cache_bytes=views * per_view if cfg.cache == "memory" else 0,
+                               lora_layers=lora_layers, lora_rank=cfg.lora_rank)
+
+    images, accumulate = saved_batch or (cfg.images_per_step, cfg.accumulate)
+    est = estimate(images)
+    while saved_batch is None and cfg.batch_size is None and images > 1 and est.total > 0.9 * available:
+        images, accumulate = images // 2, accumulate * 2
+        est = estimate(images)
+    advice = ("lower --batch-size (with --accumulate to keep the images per update), use --cache disk, "
               "or --train heads" if cfg.train != "heads" else "lower --batch-size or --negatives, or use --cache disk")
     refuse_if_too_big(est, available, where, advice)
-    return {"memory_estimate": est.to_dict(),
+    return {"memory_estimate": est.to_dict(), "images_per_step": images, "accumulate": accumulate,
             "feature_cache": {"mode": cfg.cache if cached else "off", "views": views,
                               "bytes_per_view": per_view, "bytes": views * per_view}}
 
@@ -166,11 +178,15 @@ def prepare_run(
     info = inspect_source(model)
     device = resolve_device(cfg.device)
     dtype = _compute_dtype(cfg.dtype, device, count_parameters(info.model_cls, info.config)[0])
-    extra = _memory_plan(cfg, info, data, device, dtype)
-    if cfg.cache == "disk" and cfg.train in ("heads", "lora"):
-        check_disk(out, extra["feature_cache"]["bytes"])
     data_key = _data_key(data, info.source)
     saved = load_state(out / WORK) if resume else None
+    extra = _memory_plan(cfg, info, data, device, dtype,
+                         (saved["images_per_step"], saved["accumulate"]) if saved is not None else None)
+    if cfg.cache == "disk" and cfg.train in ("heads", "lora"):
+        check_disk(out, extra["feature_cache"]["bytes"])
+    if extra["images_per_step"] != cfg.images_per_step:
+        data.notes.append(f"{cfg.images_per_step} images per step would not fit in memory: {extra['images_per_step']} "
+                          f"per step, {extra['accumulate']} steps per update")
     if saved is not None:
         changed = cfg.differences(saved["config"])
         if changed:

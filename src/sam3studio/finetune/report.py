@@ -64,7 +64,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"# Fine-tune of {report['source']}",
         "",
         f"Mode `{s['train']}`, {report['epochs_run']} of {s['epochs']} epochs, lr {s['lr']:g}, "
-        f"batch {s['images_per_step']} x {s['accumulate']}, seed {s['seed']}; best epoch {report['best_epoch']}; "
+        f"batch {report['images_per_step']} x {report['accumulate']}, seed {s['seed']}; best epoch {report['best_epoch']}; "
         f"{report['wall_s']:.0f} s on {report['device']} ({report['compute_dtype']}).",
         "",
     ]

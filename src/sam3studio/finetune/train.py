@@ -110,9 +110,10 @@ class Run:
         self.targets: dict[tuple[int, str], dict[str, PromptTarget]] = {}
         self.text: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._decoded: LRUCache = LRUCache(maxsize=DECODED_CACHE_BYTES, getsizeof=lambda a: a.nbytes)
-        self.batch = self.cfg.images_per_step
+        self.batch = self.extra.get("images_per_step", self.cfg.images_per_step)
+        self.accumulate = self.extra.get("accumulate", self.cfg.accumulate)
         self.micro_steps = math.ceil(len(self.items) / self.batch)
-        opt_steps = math.ceil(self.micro_steps / self.cfg.accumulate) * self.cfg.epochs
+        opt_steps = math.ceil(self.micro_steps / self.accumulate) * self.cfg.epochs
         heads, others = self.tm.param_groups()
         self._params = heads + others
         groups = [{"params": heads, "lr": self.cfg.lr}]
@@ -305,7 +306,7 @@ class Run:
         plan = self._plan(epoch)
         torch.manual_seed(self._seed(epoch))  # dropout and augmentation
         batches = [plan.order[i : i + self.batch] for i in range(0, len(plan.order), self.batch)]
-        acc = self.cfg.accumulate
+        acc = self.accumulate
         sums: dict[str, float] = {}
         self.tm.set_train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -345,6 +346,7 @@ class Run:
 
     def _save_state(self) -> None:
         save_state(self.work, {**self.state, "config": self.cfg.to_dict(), "data_key": self.data_key,
+                               "images_per_step": self.batch, "accumulate": self.accumulate,
                                "trainable": self.tm.trainable_state(), "optimizer": self.optimizer.state_dict(),
                                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()})
 
