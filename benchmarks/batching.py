@@ -1,4 +1,4 @@
-"""Dynamic batching: throughput of concurrent requests with and without one shared vision pass (docs/benchmarks.md).
+"""Vision batching: throughput of concurrent requests with and without one shared vision pass (docs/benchmarks.md).
 
     .venv/bin/python benchmarks/batching.py --model random --concurrency 4 --device cpu
     .venv/bin/python benchmarks/batching.py --model random --concurrency 8 --device cuda   # the issue's GPU goal

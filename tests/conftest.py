@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 
 import numpy as np
 import pytest
+
+from _browser import browser, page  # noqa: E402, F401  (Chromium fixtures for every browser test)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore", message=".*OpenCV.*")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _data_dir(tmp_path_factory):
-    """Servers started by tests (in-process or `serve` subprocesses) keep their job store out of ~/.cache."""
-    os.environ["SAM3STUDIO_DATA_DIR"] = str(tmp_path_factory.mktemp("sam3studio-data"))
+# Servers started by tests (in-process, at import time of a test module, or `serve` subprocesses) keep their job
+# store out of the user's ~/.cache: set before any test module is imported, removed at the end of the session.
+_DATA_DIR = tempfile.mkdtemp(prefix="sam3studio-test-data-")
+os.environ["SAM3STUDIO_DATA_DIR"] = _DATA_DIR
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_DATA_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

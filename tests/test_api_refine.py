@@ -127,7 +127,7 @@ def test_a_checkpoint_without_tracker_answers_409(tiny_checkpoint, segmenter, ca
 
 
 def test_an_over_long_rle_string_is_refused_before_decoding(tiny_video_checkpoint, clicker, cat_png):
-    from sam3studio.api import MAX_RLE_CHARS
+    from sam3studio.api.images import MAX_RLE_CHARS
 
     settings = Settings(model=str(tiny_video_checkpoint), device="cpu", dtype="float32", ui=False)  # 20 MB bodies
     body = {"image_base64": base64.b64encode(cat_png).decode(), "box": [0, 0, 10, 10],

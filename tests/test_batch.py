@@ -221,7 +221,7 @@ def test_resume_rewrites_only_missing_shards(tmp_path, image_dir, tiny_checkpoin
     lost.unlink()
     again = _run(*args)
     assert again.exit_code == 0, again.output
-    assert "3 already done, 1 to do" in again.output and "1 shard(s) written, 3 skipped" in again.output
+    assert "3 already done, 1 to do" in again.output and "1 shard written, 3 skipped" in again.output
     assert calls == [list_inputs(image_dir)[2]]  # only the lost shard's image went through the model
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("shard-*")}
     assert after == {**before, lost.name: (after[lost.name][0], before[lost.name][1])}  # same bytes rewritten
@@ -230,7 +230,7 @@ def test_resume_rewrites_only_missing_shards(tmp_path, image_dir, tiny_checkpoin
     calls.clear()
     done = _run(*args)
     assert done.exit_code == 0 and "Nothing to do" in done.output and calls == []
-    assert "1 failed input(s)" in done.output  # earlier runs' errors are still reported
+    assert "Failed inputs: 1" in done.output  # earlier runs' errors are still reported
 
     other = _run(*[a if a != "cat" else "dog" for a in args])
     assert other.exit_code == 2 and "other settings or inputs" in other.output and "prompts" in other.output
@@ -285,5 +285,5 @@ def test_ray_engine_matches_local(tmp_path, image_dir, tiny_checkpoint, ray_loca
     (tmp_path / "ray" / "shard-00001.jsonl").unlink()
     again = _run(*common, "--out", tmp_path / "ray", "--engine", "ray")
     assert again.exit_code == 0, again.output
-    assert "1 shard(s) written, 1 skipped" in again.output
+    assert "1 shard written, 1 skipped" in again.output
     assert _all(tmp_path / "ray") == b

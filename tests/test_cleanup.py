@@ -257,3 +257,18 @@ def test_invalid_masks_raise(masks, match):
 def test_numpy_scalars_accepted():
     out = cleanup_masks(ring_with_hole()[None], fill_holes=np.float32(0.05), smooth=np.int64(0))
     assert out[0, 19, 19]
+
+
+def test_old_names_are_deprecated_aliases():
+    import sam3studio
+    from sam3studio import refine as old_module
+
+    with pytest.warns(DeprecationWarning, match="CleanupOptions"):
+        assert old_module.RefineOptions is CleanupOptions
+    with pytest.warns(DeprecationWarning, match="cleanup_masks"):
+        assert old_module.refine_masks is cleanup_masks
+    with pytest.warns(DeprecationWarning, match="CleanupOptions"):
+        assert sam3studio.RefineOptions is CleanupOptions
+    assert sam3studio.CleanupOptions is CleanupOptions
+    with pytest.raises(AttributeError):
+        old_module.nothing_here  # noqa: B018

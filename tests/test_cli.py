@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sam3studio.cli import app
+from sam3studio.model import hub_login_command
 from sam3studio.results import Segmentation
 
 runner = CliRunner()
@@ -56,7 +60,7 @@ def test_bad_file_is_reported_and_skipped_with_nonzero_exit(tiny_checkpoint, ima
                    tiny_checkpoint)
     assert res.exit_code == 1
     assert "broken.jpg" in res.output and "missing.png" in res.output
-    assert "2 input(s) failed" in res.output
+    assert "2 inputs failed" in res.output
     assert (out / "cat.json").exists() and (out / "sub/astronaut.json").exists()  # good inputs still done
     assert not (out / "broken.json").exists()
     assert "Traceback" not in res.output
@@ -142,9 +146,54 @@ def test_installed_command_explains_a_gated_checkpoint_without_traceback(tmp_pat
     proc = subprocess.run([exe, "segment", str(images), "-p", "cat", "-o", str(tmp_path / "o"), "--device", "cpu"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1
-    assert "huggingface-cli login" in proc.stderr
+    assert hub_login_command() in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def _silent_server() -> tuple[socket.socket, list[int], threading.Event]:
+    """A TCP server on 127.0.0.1 that accepts connections, counts them, and never answers (a hub that hangs)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    accepted: list[int] = []
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            accepted.append(1)
+            held.append(conn)  # keep it open and silent until the test ends
+        for conn in held:
+            conn.close()
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, accepted, stop
+
+
+@pytest.mark.slow
+def test_an_unreachable_hub_costs_one_short_attempt(tmp_path, images):
+    """No retries with back-off: one connection to the hub, one bounded wait, one line naming the way out."""
+    server, accepted, stop = _silent_server()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{server.getsockname()[1]}",
+               SAM3STUDIO_HUB_TIMEOUT_S="0.5")
+    exe = os.path.join(os.path.dirname(sys.executable), "sam3studio")
+    try:
+        proc = subprocess.run([exe, "segment", str(images), "-p", "cat", "-o", str(tmp_path / "o"), "--device", "cpu"],
+                              capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        stop.set()
+    assert proc.returncode == 1
+    assert len(accepted) == 1, f"{len(accepted)} connections to the hub"
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    for hint in (hub_login_command(), "--model random", "cannot be reached"):
+        assert hint in lines[0]
 
 
 def test_overlay_differs_from_the_photo_where_masks_are(tiny_checkpoint, images, tmp_path):
@@ -172,7 +221,7 @@ def test_pixel_and_byte_limits_refuse_one_image_and_keep_going(tiny_checkpoint, 
     """cat.jpg is 451x300 = 135300 pixels, the astronaut 128x128 = 16384: a limit between them refuses only the cat."""
     out = tmp_path / "out"
     res = _segment([str(images), "-p", "cat", "-o", str(out), "--max-pixels", "135299"], tiny_checkpoint)
-    assert res.exit_code == 1 and "1 input(s) failed" in res.output
+    assert res.exit_code == 1 and "1 input failed" in res.output
     assert "135300" in res.output or "pixels" in res.output
     assert (out / "sub/astronaut.json").exists() and not (out / "cat.json").exists()
     assert _segment([str(images), "-p", "cat", "-o", str(tmp_path / "ok"), "--max-pixels", "135300"],
@@ -180,3 +229,33 @@ def test_pixel_and_byte_limits_refuse_one_image_and_keep_going(tiny_checkpoint, 
     size_mb = (images / "cat.jpg").stat().st_size / 2**20
     res = _segment([str(images), "-p", "cat", "-o", str(tmp_path / "b"), "--max-mb", f"{size_mb * 0.99:.6f}"], tiny_checkpoint)
     assert res.exit_code == 1 and "cat.jpg" in res.output
+
+
+def test_version():
+    from sam3studio import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"sam3studio {__version__}"
+
+
+@pytest.mark.parametrize("command, expected", [
+    ("serve", ["[default: (7860)]", "SAM3STUDIO_PORT", "[default: (127.0.0.1)]", "SAM3STUDIO_MODEL",
+               "[default: (facebook/sam3)]", "SAM3STUDIO_API_KEY"]),
+    ("bench", ["[default: (3, 1 with --quick)]", "[default: random]"]),
+    ("batch", ["[default: (RAY_ADDRESS, else a new local Ray)]"]),
+])
+def test_help_shows_defaults_and_environment_variables(command, expected):
+    res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}, terminal_width=200)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for needle in expected:
+        assert needle in text, needle
+    assert not re.search(r"\w \.(\s|$)", text)  # a default swallowed by markup used to leave "Port ."
+
+
+@pytest.mark.parametrize("n, word, expected", [(0, "frame", "0 frames"), (1, "frame", "1 frame"),
+                                               (2, "input", "2 inputs"), (1, "instance", "1 instance")])
+def test_plural(n, word, expected):
+    from sam3studio.cli.common import plural
+
+    assert plural(n, word) == expected

@@ -313,3 +313,13 @@ def test_translator_maps_prompts_to_queries_and_reports_unknown_words(tiny_check
     english = load_segmenter(str(tiny_checkpoint), device="cpu", dtype="float32").segment(
         cat_photo, "cat, dog", score_threshold=LOW)
     np.testing.assert_allclose(result[np.asarray(result.prompt_ids) < 2].scores, english.scores, atol=1e-6)
+
+
+def test_refine_keyword_is_a_deprecated_name_of_cleanup(segmenter, cat_photo):
+    opts = CleanupOptions(smooth=3)
+    new = segmenter.segment(cat_photo, "cat", score_threshold=LOW, cleanup=opts)
+    with pytest.warns(DeprecationWarning, match="cleanup="):
+        old = segmenter.segment(cat_photo, "cat", score_threshold=LOW, refine=opts)
+    np.testing.assert_array_equal(old.masks, new.masks)
+    with pytest.warns(DeprecationWarning), pytest.raises(InputError, match="cleanup= only"):
+        segmenter.segment(cat_photo, "cat", score_threshold=LOW, cleanup=opts, refine=opts)

@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from sam3studio import i18n
+from sam3studio.ui import i18n
 
 
 def _fields(value) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import torch
 import sam3studio.model as model_mod
 from sam3studio import load_segmenter
 from sam3studio.errors import ModelSourceError
-from sam3studio.model import load_model, resolve_device, resolve_dtype
+from sam3studio.model import hub_login_command, load_model, resolve_device, resolve_dtype
 from sam3studio.testing import make_tiny_checkpoint
 
 
@@ -82,8 +83,18 @@ def test_unreachable_hub_checkpoint_says_what_to_do(monkeypatch, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "ModelSourceError" in proc.stderr
-    for hint in ("huggingface-cli login", "modelscope:facebook/sam3", "--model /path/to/dir"):
+    for hint in (hub_login_command(), "modelscope:facebook/sam3", "--model /path/to/dir", "--model random"):
         assert hint in proc.stderr
+
+
+def test_the_login_command_named_exists():
+    """The advice names the login command of the installed huggingface_hub, and that command answers --help."""
+    command = hub_login_command()
+    assert command == "hf auth login"  # huggingface_hub >= 1 (our pin) ships `hf`, not `huggingface-cli`
+    exe = os.path.join(os.path.dirname(sys.executable), command.split()[0])
+    proc = subprocess.run([exe, *command.split()[1:], "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "login" in proc.stdout.lower()
 
 
 def test_modelscope_without_the_package_says_how_to_install(monkeypatch):

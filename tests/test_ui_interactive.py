@@ -10,8 +10,9 @@ import re
 
 import pytest
 
+from _browser import TIMEOUT_MS
 from _server import running_server
-from test_ui_browser import TIMEOUT_MS, _grid_row_count, browser  # noqa: F401  (module-scoped fixture)
+from test_ui_browser import _grid_row_count
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sam3studio.results import Instance, PromptResult, Segmentation
-from sam3studio.ui_marks import NEGATIVE, NEW_OBJECT, POSITIVE, Marks, draw, target_choices, with_instance
+from sam3studio.ui.marks import NEGATIVE, NEW_OBJECT, POSITIVE, Marks, draw, target_choices, with_instance
 
 
 def test_two_clicks_make_a_box_in_either_corner_order():

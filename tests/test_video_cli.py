@@ -198,7 +198,7 @@ def test_missing_model_exits_1(video, tmp_path):
 
 
 @pytest.mark.parametrize(("raised", "code", "message"), [
-    (KeyboardInterrupt(), 130, "Interrupted after 1 frame(s): partial output kept in"),
+    (KeyboardInterrupt(), 130, "Interrupted after 1 frame: partial output kept in"),
     (ValueError("decoding failed after frame 0"), 1, "decoding failed after frame 0 (output so far kept in"),
 ])
 def test_interrupt_or_failure_mid_run(checkpoint, video, tmp_path, monkeypatch, raised, code, message):

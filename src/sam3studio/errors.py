@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def install_hint(extra: str) -> str:
+    """How to install one of our optional extras, from PyPI and from a clone."""
+    return f"pip install 'sam3studio[{extra}]' (from a clone: .venv/bin/pip install -e '.[{extra}]')"
+
+
 class Sam3StudioError(Exception):
     """Base class for errors meant to reach a user as one sentence."""
 

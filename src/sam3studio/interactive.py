@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sam3studio.errors import ModelSourceError, TrackerUnavailable
-from sam3studio.model import RANDOM_SOURCE, load_error, resolve_checkpoint
+from sam3studio.model import RANDOM_SOURCE, load_error, resolve_checkpoint, silence_expected_warnings
 from sam3studio.validation import ClickPrompt
 
 __all__ = ["LoadedTracker", "load_tracker", "mask_digest", "mask_to_logits", "processor_inputs", "tracker_embeddings"]
@@ -96,12 +96,11 @@ def load_tracker(source: str, device: Any, dtype: Any, share_backbone: bool = Tr
     With ``share_backbone`` and a ``sam3_video`` checkpoint the backbone is left out (the caller
     provides its output). Raises `ModelSourceError` when the checkpoint has no tracker.
     """
-    import warnings
-
     import torch
     from transformers import AutoConfig, Sam3ImageProcessor, Sam3TrackerConfig, Sam3TrackerProcessor
 
 
+    silence_expected_warnings()
     full_cls, shared_cls = _tracker_classes()
     if source == RANDOM_SOURCE:
         cls = shared_cls if share_backbone else full_cls
@@ -121,10 +120,8 @@ def load_tracker(source: str, device: Any, dtype: Any, share_backbone: bool = Tr
         )
     shared = share_backbone and model_type in _SHARED_TYPES
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*instantiate a model of type.*")
-            model, info = (shared_cls if shared else full_cls).from_pretrained(
-                load_from, dtype=dtype, key_mapping=TRACKER_KEY_MAPPING, output_loading_info=True)
+        model, info = (shared_cls if shared else full_cls).from_pretrained(
+            load_from, dtype=dtype, key_mapping=TRACKER_KEY_MAPPING, output_loading_info=True)
         processor = Sam3TrackerProcessor.from_pretrained(load_from)
     except Exception as exc:
         raise load_error(exc, source, local, what="the SAM 3 tracker") from exc

@@ -17,8 +17,11 @@ Nothing here runs at import time: devices are probed only when a model is loaded
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import os
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sam3studio.errors import ModelSourceError
+from sam3studio.errors import ModelSourceError, TrackerUnavailable, install_hint
 from sam3studio.random_model import build_random_model
 
 if TYPE_CHECKING:
@@ -46,10 +49,13 @@ _LITE_TYPES = {"sam3_lite_text": "Sam3LiteTextModel", "sam3_lite_text_video": "S
 
 GATED_HELP = (
     "Could not load SAM 3 from '{source}': {reason}. The official checkpoint is gated: run "
-    "`huggingface-cli login` (or set HF_TOKEN) after accepting the licence at "
+    "`{login}` (or set HF_TOKEN) after accepting the licence at "
     "https://huggingface.co/facebook/sam3, or use `--model modelscope:facebook/sam3`, "
-    "or point `--model /path/to/dir` at a downloaded checkpoint."
+    "or point `--model /path/to/dir` at a downloaded checkpoint; "
+    "to try the interface without weights, use `--model random` (untrained: masks are meaningless)."
 )
+HUB_TIMEOUT_ENV = "SAM3STUDIO_HUB_TIMEOUT_S"  # the one reachability check before a hub download (default 3 s)
+_HUB_CHECK_TTL_S = 60.0
 
 __all__ = [
     "LoadedModel",
@@ -147,6 +153,41 @@ def inference_context(device: torch.device, dtype: torch.dtype) -> Iterator[None
             yield
 
 
+# ---------------------------------------------------------------------------- expected library warnings
+class _DropExpected(logging.Filter):
+    """Drops log records of one library logger whose message contains one of ``fragments``."""
+
+    def __init__(self, fragments: tuple[str, ...]) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(f in message for f in self.fragments)
+
+
+# transformers warnings that are expected in our use, by logger. Neither hides a problem:
+# - the tracker is loaded from the `sam3_video` checkpoint on purpose (its weights are checked for completeness
+#   in `interactive.load_tracker`);
+# - without the optional `kernels` package, transformers skips the video model's NMS, hole filling and
+#   speck removal; `video.tracker` says so once in the log, and the README explains when to install it.
+_EXPECTED_WARNINGS = {
+    "transformers.configuration_utils": ("You are using a model of type `sam3_video` to instantiate a model of type",),
+    "transformers.models.sam3_video.modeling_sam3_video": ("kernels library is not installed",),
+}
+_silenced = False
+
+
+def silence_expected_warnings() -> None:
+    """Filter the transformers warnings listed in `_EXPECTED_WARNINGS` (idempotent; called when a model loads)."""
+    global _silenced
+    if _silenced:
+        return
+    for name, fragments in _EXPECTED_WARNINGS.items():
+        logging.getLogger(name).addFilter(_DropExpected(fragments))
+    _silenced = True
+
+
 # ---------------------------------------------------------------------------- sources
 def _model_class(model_type: str):
     import transformers
@@ -165,8 +206,7 @@ def _resolve_modelscope(model_id: str) -> Path:
         from modelscope import snapshot_download  # type: ignore[import-not-found]
     except ImportError:
         raise ModelSourceError(
-            f"'modelscope:{model_id}' needs the modelscope package: pip install 'sam3studio[modelscope]' "
-            "(or pip install modelscope)"
+            f"'modelscope:{model_id}' needs the modelscope package: {install_hint('modelscope')}"
         ) from None
     try:
         return Path(snapshot_download(model_id))
@@ -211,6 +251,7 @@ def load_model(source: str = DEFAULT_SOURCE, device: str = "auto", dtype: str = 
 
 
 def _load_model(source: str, device: str, dtype: str) -> LoadedModel:
+    silence_expected_warnings()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     source = (source or DEFAULT_SOURCE).strip()
@@ -237,11 +278,61 @@ def _load_model(source: str, device: str, dtype: str) -> LoadedModel:
     return LoadedModel(model, processor, source, dev, dt, arch)
 
 
+def hub_login_command() -> str:
+    """The login command the installed ``huggingface_hub`` ships: ``hf auth login`` (1.x and later), else
+    the older ``huggingface-cli login``."""
+    try:  # its console scripts, read from the metadata: importing huggingface_hub.cli would contact the hub
+        scripts = {ep.name for ep in importlib.metadata.distribution("huggingface_hub").entry_points
+                   if ep.group == "console_scripts"}
+    except importlib.metadata.PackageNotFoundError:
+        scripts = set()
+    return "huggingface-cli login" if "hf" not in scripts and "huggingface-cli" in scripts else "hf auth login"
+
+
+_hub_checked: tuple[float, str, bool] | None = None  # (when, endpoint, reachable)
+_hub_lock = threading.Lock()
+
+
+def hub_reachable() -> bool:
+    """One short request to the hub's endpoint (any HTTP answer counts), remembered for a minute.
+
+    Without it, huggingface_hub retries an unreachable host with back-off for 30 s or more before a
+    first-time user learns anything. ``SAM3STUDIO_HUB_TIMEOUT_S`` sets the time allowed (default 3 s).
+    """
+    global _hub_checked
+    import httpx
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    with _hub_lock:
+        if _hub_checked and _hub_checked[1] == endpoint and time.monotonic() - _hub_checked[0] < _HUB_CHECK_TTL_S:
+            return _hub_checked[2]
+        timeout = float(os.environ.get(HUB_TIMEOUT_ENV) or 3.0)
+        try:
+            httpx.head(endpoint, timeout=timeout, follow_redirects=False)
+            reachable = True
+        except httpx.HTTPError:  # connection refused, DNS failure, timeout, proxy error
+            reachable = False
+        _hub_checked = (time.monotonic(), endpoint, reachable)
+        return reachable
+
+
+def _cached_snapshot(repo_id: str) -> str | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # not cached (LocalEntryNotFoundError), or a malformed id
+        return None
+
+
 def resolve_checkpoint(source: str) -> tuple[str, Path | None]:
     """Where to load ``source`` from: ``(path or hub id, local folder or None)``.
 
-    ``modelscope:<id>`` is downloaded first. Raises `ModelSourceError` for a folder without
-    config.json, or a path-like source that does not exist.
+    ``modelscope:<id>`` is downloaded first. A hub id is checked once for reachability (unless
+    ``HF_HUB_OFFLINE`` is set): when the hub does not answer, the cached copy is used, and without
+    one the user learns at once what to do. Raises `ModelSourceError` for a folder without
+    config.json, a path-like source that does not exist, or an unreachable hub with nothing cached.
     """
     if source.startswith(MODELSCOPE_PREFIX):
         path_or_id = str(_resolve_modelscope(source[len(MODELSCOPE_PREFIX):].strip()))
@@ -249,11 +340,25 @@ def resolve_checkpoint(source: str) -> tuple[str, Path | None]:
         path_or_id = source
     local = Path(os.path.expanduser(path_or_id))
     if local.exists():
+        if (local / "manifest.json").is_file() and not (local / "config.json").is_file():
+            raise TrackerUnavailable(f"{local} is an ONNX export: it runs image segmentation on the onnxruntime "
+                                     "backend only; click refinement, video tracking and the torch backend need the "
+                                     "checkpoint it was exported from")
         if not (local / "config.json").is_file():
             raise ModelSourceError(f"{local} is not a transformers checkpoint directory (no config.json in it)")
         return str(local), local
     if path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1:
         raise ModelSourceError(f"model directory {path_or_id} does not exist")
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE and not hub_reachable():
+        cached = _cached_snapshot(path_or_id)
+        if cached is None:
+            raise ModelSourceError(GATED_HELP.format(
+                source=source, login=hub_login_command(),
+                reason=f"it is not in the local cache and the hub ({constants.ENDPOINT}) cannot be reached"))
+        log.info("the hub cannot be reached; loading %s from the local cache", path_or_id)
+        return cached, None
     return path_or_id, None
 
 
@@ -261,4 +366,4 @@ def load_error(exc: BaseException, source: str, local: Path | None, what: str = 
     """The one sentence a user gets when loading ``source`` failed (gated hub repo, offline, broken folder)."""
     if local is not None:
         return ModelSourceError(f"could not load {what} in {local}: {_hub_error_reason(exc)}")
-    return ModelSourceError(GATED_HELP.format(source=source, reason=_hub_error_reason(exc)))
+    return ModelSourceError(GATED_HELP.format(source=source, login=hub_login_command(), reason=_hub_error_reason(exc)))

@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     model: str = Field("facebook/sam3", description="Hub id, local directory, modelscope:<id> or 'random'")
     device: str = "auto"
     dtype: str = "auto"
+    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="Model backend: torch, onnxruntime, or auto (onnxruntime for a folder written by export-onnx)")
     compile: bool = Field(False, description="torch.compile the vision encoder (the first image compiles)")
     translator: str = Field("lexicon", description="Prompt translator: 'lexicon' (zh->en, offline), 'none', or a MarianMT folder")
     host: str = "127.0.0.1"
@@ -31,7 +33,7 @@ class Settings(BaseSettings):
 
     # Admission: model work runs `max_concurrent` at a time; `max_queue` more may wait.
     max_concurrent: int = Field(1, ge=1)
-    # Dynamic batching: the images of up to `vision_batch` requests running together share one vision pass
+    # Vision batching: the images of up to `vision_batch` requests running together share one vision pass
     # (needs max_concurrent >= vision_batch). Pays off on a GPU; on a CPU one image already fills the cores.
     vision_batch: int = Field(1, ge=1, le=32, description="Most images per batched vision-encoder pass (1: off)")
     vision_batch_wait_ms: float = Field(10.0, ge=0, le=1000, description="How long a batch waits for more requests")
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(False, description="Allow image_url to reach private addresses (trusted networks only)")
 
     ui: bool = Field(True, description="Serve the Gradio UI at /")
+    mcp: bool = Field(True, description="Serve the MCP server (tools for language models) at /mcp")
     # Access: both off by default (local use); `serve` warns when listening beyond loopback without them.
     api_key: SecretStr | None = Field(None, description="Key the REST API requires (X-API-Key or Authorization: Bearer)")
     ui_auth: SecretStr | None = Field(None, description="'user:password' the web UI requires")
@@ -58,6 +61,16 @@ class Settings(BaseSettings):
     video_job_timeout_s: float = Field(3600.0, gt=0, description="A running video job fails after this long")
 
     lang: Literal["auto", "en", "zh"] = Field("auto", description="UI language; 'auto' follows the browser's Accept-Language")
+
+    # Observability (docs/operations.md): Prometheus metrics, request ids and logs, result drift.
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics (behind the API key when one is set)")
+    log_format: Literal["text", "json"] = Field("text", description="Server log lines: readable text or JSON objects")
+    log_prompts: bool = Field(False, description="Put the prompt texts in the access log (off: only their count)")
+    drift: bool = Field(True, description="Record per-prompt score distributions in data_dir/drift.sqlite3 "
+                        "and as metrics")
+    drift_top_prompts: int = Field(20, ge=0, le=200, description="Prompts with their own drift series; the rest "
+                                   "are counted together as __other__")
+    drift_retention_days: float = Field(30.0, gt=0, description="How long hourly drift counts are kept")
 
     @field_validator("api_key", "ui_auth", mode="before")
     @classmethod

@@ -28,11 +28,11 @@ import numpy as np
 from sam3studio.batch.shards import JobDir
 from sam3studio.batch.sources import ReadLimits
 from sam3studio.batch.work import BatchSpec, Worker, read_stage
-from sam3studio.errors import Sam3StudioError
+from sam3studio.errors import Sam3StudioError, install_hint
 
 __all__ = ["RAY_MISSING", "RayEngineError", "RayOptions", "run_ray"]
 
-RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'sam3studio[ray]'"
+RAY_MISSING = f"--engine ray needs Ray, which is not installed: {install_hint('ray')}"
 MAX_INPUT_BLOCKS = 10_000  # bounds driver-side bookkeeping for very long input lists
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from sam3studio.batch.shards import FORMATS, JobDir, plan_shards
 from sam3studio.batch.sources import BatchInputError, inputs_digest, list_inputs
 from sam3studio.batch.work import BatchSpec
+from sam3studio.errors import install_hint
 
 __all__ = ["ENGINES", "BatchPlan", "BatchSummary", "plan_batch", "run_batch"]
 
@@ -47,6 +48,7 @@ class BatchSummary:
     images_failed: int = 0  # in shards written by this run
     errors_total: int = 0  # failed images recorded across all finished shards, earlier runs included
     seconds: float = 0.0
+    startup_seconds: float = 0.0  # loading the model (local) or connecting to Ray, within `seconds`
     written: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,8 +66,7 @@ def plan_batch(source: Path, out: Path, spec: BatchSpec, *, shard_size: int = DE
         try:
             import pyarrow.parquet  # noqa: F401
         except ImportError:
-            raise BatchInputError("--format parquet needs pyarrow: pip install 'sam3studio[ray]' "
-                                  "(or pip install pyarrow)") from None
+            raise BatchInputError(f"--format parquet needs pyarrow: {install_hint('ray')}") from None
     items = list_inputs(source)
     shards = plan_shards(len(items), shard_size)
     job = JobDir(out, fmt)
@@ -105,16 +106,22 @@ def run_batch(
             on_shard(shard, ok, failed)
 
     start = time.perf_counter()
+
+    def started(what: Any) -> None:
+        summary.startup_seconds = time.perf_counter() - start
+        if on_start is not None:
+            on_start(what)
+
     try:
         if engine == "local":
             from sam3studio.batch.local import run_local
 
-            run_local(spec, plan.items, plan.pending, plan.job, on_model_loaded=on_start, on_image=on_image,
+            run_local(spec, plan.items, plan.pending, plan.job, on_model_loaded=started, on_image=on_image,
                       on_shard=shard_done)
         else:
             from sam3studio.batch.ray_engine import RayOptions, run_ray
 
-            run_ray(spec, plan.items, plan.pending, plan.job, ray_options or RayOptions(), on_connected=on_start,
+            run_ray(spec, plan.items, plan.pending, plan.job, ray_options or RayOptions(), on_connected=started,
                     on_shard=shard_done)
     finally:
         summary.seconds = time.perf_counter() - start

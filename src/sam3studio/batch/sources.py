@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam3studio.errors import InputError, InputTooLargeError
+from sam3studio.errors import InputError, InputTooLargeError, install_hint
 from sam3studio.io.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, is_image_path, load_image
 
 __all__ = ["BatchInputError", "ReadLimits", "list_inputs", "inputs_digest", "is_url", "read_item", "decode_item"]
@@ -71,8 +71,7 @@ def _list_parquet(manifest: Path) -> list[str]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise BatchInputError("reading a Parquet manifest needs pyarrow: pip install 'sam3studio[ray]' "
-                              "(or pip install pyarrow)") from None
+        raise BatchInputError(f"reading a Parquet manifest needs pyarrow: {install_hint('ray')}") from None
     try:
         schema = pq.read_schema(manifest)
         if "path" not in schema.names:

@@ -8,12 +8,14 @@ modules import `sam3studio.cli.common`, never this module.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
-from sam3studio.cli import batch, bench, finetune, info, prompt, segment, serve, track
+from sam3studio import __version__
+from sam3studio.cli import agent, batch, bench, drift, export_onnx, finetune, info, mcp, prompt, segment, serve, track
 from sam3studio.cli import eval as eval_
-from sam3studio.cli.common import err_console
+from sam3studio.cli.common import console, err_console
 
 app = typer.Typer(
     name="sam3studio",
@@ -23,6 +25,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"sam3studio {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Show the version and exit.")] = False) -> None:
+    """Segment anything by text with SAM 3: type 'dog' or 'red car', get every matching object."""
+
+
 app.command()(segment.segment)
 app.command()(serve.serve)
 app.command()(info.info)
@@ -31,6 +47,10 @@ app.command("prompt")(prompt.prompt_command)
 app.command("batch")(batch.batch_command)
 app.command("track")(track.track_command)
 app.command("bench")(bench.bench_command)
+app.command("mcp")(mcp.mcp_command)
+app.command("agent")(agent.agent_command)
+app.command("drift")(drift.drift_command)
+app.command("export-onnx")(export_onnx.export_onnx_command)
 app.command("finetune")(finetune.finetune_command)
 
 

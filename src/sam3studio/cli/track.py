@@ -30,6 +30,7 @@ from sam3studio.cli.common import (
     console,
     err_console,
     fail,
+    plural,
     quiet_libraries,
 )
 
@@ -163,7 +164,7 @@ def track_command(
     v = run.video
     fps_text = f"{v.fps:.2f} fps" if v.fps else "unknown fps"
     console.print(f"Video {escape(video.name)}: {v.width}x{v.height}, {fps_text}, "
-                  f"{'?' if v.frame_count is None else v.frame_count} frames; processing "
+                  f"{'? frames' if v.frame_count is None else plural(v.frame_count, 'frame')}; processing "
                   f"{'?' if run.expected_frames is None else run.expected_frames}", highlight=False)
 
     formats = ["jsonl", "summary"] + ([] if no_video else ["mp4"])
@@ -184,7 +185,7 @@ def track_command(
             summary = write_tracking(run, out, formats=formats, masks=masks, progress=on_frame,
                                      should_stop=lambda: ctrl_c.requested)
     except KeyboardInterrupt:
-        err_console.print(f"Interrupted after {done} frame(s): partial output kept in {escape(str(out))} "
+        err_console.print(f"Interrupted after {plural(done, 'frame')}: partial output kept in {escape(str(out))} "
                           "(summary.json has \"completed\": false)", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     except (Sam3StudioError, ValueError, OSError) as exc:
@@ -193,7 +194,7 @@ def track_command(
         run.close()
 
     if not summary["completed"]:  # first Ctrl-C: stopped between frames
-        err_console.print(f"Stopped after {summary['frames_processed']} frame(s): partial output kept in "
+        err_console.print(f"Stopped after {plural(summary['frames_processed'], 'frame')}: partial output kept in "
                           f"{escape(str(out))} (summary.json has \"completed\": false)", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     console.print(_final_line(summary, out), highlight=False, soft_wrap=True)
@@ -214,9 +215,9 @@ def _stopping(progress: Progress, task: TaskID) -> None:
 def _final_line(summary: dict[str, Any], out: Path) -> str:
     from rich.markup import escape
 
-    per_prompt = ", ".join(f"{escape(p['text'])}: {p['count']} track{'s' if p['count'] != 1 else ''}"
+    per_prompt = ", ".join(f"{escape(p['text'])}: {plural(p['count'], 'track')}"
                            for p in summary["prompts"])
     files = ", ".join(escape(name) + ("/" if name == "masks" else "") for name in summary["outputs"].values())
     secs = summary["timings"]["total_s"]
-    return (f"Tracked {summary['frames_processed']} frames in {secs:.1f} s — {per_prompt} → "
+    return (f"Tracked {plural(summary['frames_processed'], 'frame')} in {secs:.1f} s — {per_prompt} → "
             f"{escape(str(out))} ({files})")

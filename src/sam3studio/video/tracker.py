@@ -100,6 +100,15 @@ def _build_random_video(device, dtype, detector: Any = None) -> LoadedVideoModel
     return LoadedVideoModel(model, video_processor(build_tokenizer()), "random", device, dtype)
 
 
+def _log_missing_kernels() -> None:
+    """Say once, in the log, what transformers' optional `kernels` package would add (its own warning is filtered)."""
+    from transformers.utils import is_kernels_available
+
+    if not is_kernels_available():
+        log.info("the optional `kernels` package is not installed: transformers' video post-processing skips NMS "
+                 "between new detections, hole filling and speck removal (see the README's optional extras)")
+
+
 def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype: str = "auto",
                      detector: Any = None) -> LoadedVideoModel:
     """Load `Sam3VideoModel` + `Sam3VideoProcessor` from a hub id, a local folder, ``modelscope:<id>`` or ``random``.
@@ -109,8 +118,17 @@ def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype:
     detector (about 840 M parameters at full size).
     """
     from sam3studio.errors import ModelSourceError
-    from sam3studio.model import RANDOM_SOURCE, load_error, resolve_checkpoint, resolve_device, resolve_dtype
+    from sam3studio.model import (
+        RANDOM_SOURCE,
+        load_error,
+        resolve_checkpoint,
+        resolve_device,
+        resolve_dtype,
+        silence_expected_warnings,
+    )
 
+    silence_expected_warnings()
+    _log_missing_kernels()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     source = (source or "facebook/sam3").strip()

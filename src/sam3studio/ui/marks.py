@@ -1,7 +1,7 @@
 """What the user drew on the image tab's canvas: exemplar boxes and refinement clicks (no Gradio here).
 
-The UI keeps one `Marks` per page in a ``gr.State``; these functions change it, draw it over the
-image, and put a refined object into the shown `Segmentation`. Kept apart from `sam3studio.ui` so
+The image tab keeps one `Marks` per page (in its ``gr.State``); these functions change it, draw it over
+the image, describe it in words, and put a refined object into the shown `Segmentation`. Kept apart from the tab modules so
 they are tested without a browser.
 """
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from sam3studio.results import Instance, PromptResult, Segmentation
+from sam3studio.ui.i18n import text as t
 
 POSITIVE, NEGATIVE = 1, 0
 NEW_OBJECT = -1
@@ -77,6 +78,33 @@ def draw(rgb: np.ndarray, marks: Marks, mode: str, mask: np.ndarray | None = Non
             r = 2 * size
             pen.ellipse([x - r, y - r, x + r, y + r], fill=_GREEN if label == POSITIVE else _RED, outline=(255, 255, 255))
     return np.asarray(img)
+
+
+def canvas_image(rgb: np.ndarray | None, marks: Marks, mode: str, shown: Segmentation | None,
+                 target: int) -> np.ndarray | None:
+    """What the canvas shows in ``mode``: nothing in text mode; in click mode the ``target`` row of ``shown`` tinted."""
+    if rgb is None or mode == "text":
+        return None
+    mask = shown.masks[target] if mode == "click" and shown is not None and 0 <= target < len(shown) else None
+    return draw(rgb, marks, mode, mask)
+
+
+def marks_text(marks: Marks, mode: str, lang: str) -> str:
+    """The line under the canvas: a hint before the first mark, then the boxes or clicks made (image pixels)."""
+    if mode == "box":
+        if not marks.boxes and marks.corner is None:
+            return t(lang, "box_hint")
+        boxes = ", ".join(("+" if lab == POSITIVE else "−") + "[" + ", ".join(f"{v:.0f}" for v in box) + "]"
+                          for box, lab in zip(marks.boxes, marks.box_labels, strict=True))
+        pending = t(lang, "corner_pending", x=marks.corner[0], y=marks.corner[1]) if marks.corner else ""
+        return t(lang, "boxes_drawn", n=len(marks.boxes), boxes=boxes or "–") + pending
+    if mode == "click":
+        if not marks.points:
+            return t(lang, "click_hint")
+        pts = ", ".join(("+" if lab == POSITIVE else "−") + f"({x:.0f}, {y:.0f})"
+                        for (x, y), lab in zip(marks.points, marks.point_labels, strict=True))
+        return t(lang, "clicks_made", n=len(marks.points), points=pts)
+    return ""
 
 
 def with_instance(seg: Segmentation, inst: Instance, index: int, label: str) -> Segmentation:

@@ -1,0 +1,133 @@
+"""The one app of ``sam3studio serve``: the REST API under ``/api/v1``, the MCP server at ``/mcp`` and the
+Gradio UI at ``/``.
+
+Routes live in one router per area (`system`, `images`, `videos`); request and response models in
+`schemas`; the error envelope in `errors`; JSON-or-multipart body reading in `bodies`; what routes take
+through ``Depends`` in `deps`. To add a route: put it in its area's router (or a new module with its own
+``APIRouter``, included below), read its input with a pydantic model from `schemas`, call the service,
+and raise library errors or `ApiError`: the handlers turn every error into the envelope.
+
+Every error is JSON ``{"error": {"code": "...", "message": "..."}}``: 400 undecodable image or bad
+value, 409 a feature the loaded checkpoint lacks (refinement without a tracker), 413 too large, 415
+unsupported content type, 422 invalid fields, 503 busy (with Retry-After) or model not ready.
+A 500 means a bug of ours, and is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager, nullcontext
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from starlette.routing import Route
+
+from sam3studio import __version__
+from sam3studio.api import docs, images, system, videos
+from sam3studio.api.bodies import add_body_schemas
+from sam3studio.api.deps import api_key_checker, require_api_key_asgi
+from sam3studio.api.errors import install_handlers, route_methods
+from sam3studio.api.schemas import ErrorResponse
+from sam3studio.jobs import JobRunner
+from sam3studio.llm.inputs import PathPolicy
+from sam3studio.llm.mcp_server import HttpEndpoint, build_server
+from sam3studio.observability import install_observability
+from sam3studio.service import SegmentService
+from sam3studio.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/api/v1"
+
+
+def _lifespan(service: SegmentService, jobs: JobRunner):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not service.ready and not service.loading:
+            service.load_in_background()
+        try:
+            await run_in_threadpool(jobs.start)
+        except Exception as exc:  # the image API still works; video routes answer 503
+            jobs.start_error = str(exc)
+            log.error("video jobs are unavailable: could not open %s: %s", jobs.data_dir, exc)
+        mcp: HttpEndpoint | None = getattr(app.state, "mcp", None)
+        try:
+            async with mcp.running() if mcp is not None else nullcontext():
+                yield
+        finally:
+            await run_in_threadpool(jobs.stop)
+
+    return lifespan
+
+
+def _openapi(app: FastAPI):
+    def openapi() -> dict[str, Any]:
+        """The generated document, plus the JSON request models that routes read by hand."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = add_body_schemas(schema)
+        return app.openapi_schema
+
+    return openapi
+
+
+def _include_routers(app: FastAPI, settings: Settings) -> None:
+    protected = [Depends(api_key_checker(settings))] if settings.api_key is not None else []
+    auth: dict[int | str, dict[str, Any]] = (
+        {401: {"model": ErrorResponse, "description": "missing or wrong API key"}} if protected else {})
+    app.include_router(system.public, prefix=API_PREFIX)
+    routers = (system.protected, images.router, videos.router)
+    for router in routers:
+        app.include_router(router, prefix=API_PREFIX, dependencies=protected, responses=auth)
+    app.state.route_methods = route_methods(API_PREFIX, (system.public, *routers))
+    app.include_router(system.fallback, prefix=API_PREFIX)  # last: whatever no route above answered
+
+
+def _mount_mcp(app: FastAPI, service: SegmentService, jobs: JobRunner, settings: Settings) -> None:
+    """The MCP server at /mcp (streamable HTTP): serve's service and jobs, the API key, no local paths."""
+    endpoint = HttpEndpoint(build_server(service, jobs, settings, PathPolicy(transport="HTTP")), host=settings.host)
+    app.state.mcp = endpoint
+    app.router.routes.append(Route("/mcp", require_api_key_asgi(endpoint, settings) if settings.api_key else endpoint))
+
+
+def create_app(settings: Settings | None = None, *, service: SegmentService | None = None,
+               segmenter: Any | None = None, jobs: JobRunner | None = None) -> FastAPI:
+    """Build the app: REST API under /api/v1 and (when ``settings.ui``) the Gradio UI at /.
+
+    Pass ``segmenter`` (or a ``service``) to use a model already loaded; otherwise the model named in
+    the settings loads in the background at start-up while /api/v1/health already answers.
+    """
+    settings = settings or Settings()
+    service = service or SegmentService(settings, segmenter=segmenter)
+    jobs = jobs or JobRunner(settings, detector=service.shared_detector)
+    app = FastAPI(
+        title="sam3studio",
+        version=__version__,
+        description="Segment anything by text with SAM 3. Errors are JSON `{error: {code, message}}`.",
+        lifespan=_lifespan(service, jobs),
+        responses={413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        docs_url=None, redoc_url=None,  # served by `docs.add_docs`, with their assets from this server
+    )
+    app.state.settings, app.state.service, app.state.jobs = settings, service, jobs
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    install_handlers(app)
+    docs.add_docs(app)
+    _include_routers(app, settings)
+    if settings.mcp:
+        _mount_mcp(app, service, jobs, settings)
+    install_observability(app, settings, service, jobs,  # before the UI: /metrics must not fall to its catch-all
+                          auth=api_key_checker(settings) if settings.api_key is not None else None,
+                          quiet_routes=(f"{API_PREFIX}/health", f"{API_PREFIX}/ready"))
+    if settings.ui:
+        import gradio as gr  # deferred: the UI is optional (--no-ui) and gradio is slow to import
+
+        from sam3studio.ui import build_ui
+
+        app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs), path="/", max_file_size=settings.max_upload_bytes,
+                                  footer_links=["api"], show_error=False, auth=settings.ui_credentials(),
+                                  auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.")
+    return app
