@@ -163,3 +163,90 @@ def make_tiny_video_checkpoint(path: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     video_processor(tokenizer, TINY_IMAGE_SIZE).save_pretrained(path)
     return path
+
+
+SHAPES = ("circle", "square", "triangle")
+
+
+def _shape_mask(kind: str, cx: float, cy: float, r: float, height: int, width: int):
+    import numpy as np
+
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    if kind == "circle":
+        return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    if kind == "square":
+        return (np.abs(xx - cx) <= r * 0.85) & (np.abs(yy - cy) <= r * 0.85)
+    # an upward triangle: below the two slanted edges, above the base
+    return (yy <= cy + r * 0.8) & (yy >= cy - r + 1.8 * np.abs(xx - cx))
+
+
+def make_shapes_dataset(
+    out_dir: str | Path,
+    n_images: int,
+    seed: int = 0,
+    categories: tuple[str, ...] = ("circle", "square"),
+    heights: tuple[int, int] = (110, 150),
+    widths: tuple[int, int] = (140, 200),
+    objects: tuple[int, int] = (1, 3),
+    split: str = "images",
+    noise: float = 25.0,
+    radius: tuple[float, float] = (0.09, 0.2),
+) -> Path:
+    """Write a labelled dataset of coloured shapes on noisy backgrounds; return its COCO JSON path.
+
+    Each image (PNG, random size in ``heights`` x ``widths``) has a random number of objects in
+    ``objects``, each a shape of one of ``categories`` (``circle``, ``square``, ``triangle``) in a random
+    colour, so that shape, not colour, tells the categories apart; ``radius`` is an object's size as a fraction
+    of the image's shorter side and ``noise`` the background's pixel noise (standard deviation, 0-255 scale).
+    Objects do not overlap. Annotations
+    are COCO instances with compressed RLE masks; images go to ``out_dir/split/`` and the JSON to
+    ``out_dir/split.json``, whose ``file_name`` entries (``split/00001.png``) are relative to ``out_dir``,
+    the JSON's own folder (so no images folder needs to be given). Deterministic for a ``seed``.
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    unknown = sorted(set(categories) - set(SHAPES))
+    if unknown:
+        raise ValueError(f"unknown shapes {unknown}; choose from {SHAPES}")
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    image_dir = out_dir / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for image_id in range(1, n_images + 1):
+        h, w = int(rng.integers(heights[0], heights[1] + 1)), int(rng.integers(widths[0], widths[1] + 1))
+        base = rng.integers(40, 200, size=3)
+        pixels = np.clip(base + rng.normal(0, noise, size=(h, w, 3)), 0, 255)
+        taken = np.zeros((h, w), bool)
+        for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
+            for _attempt in range(30):
+                r = float(rng.uniform(*radius) * min(h, w))
+                cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
+                cat = int(rng.integers(len(categories)))
+                mask = _shape_mask(categories[cat], cx, cy, r, h, w)
+                if mask.sum() > 20 and not (mask & taken).any():
+                    break
+            else:
+                continue
+            taken |= mask
+            colour = rng.integers(0, 256, size=3)
+            pixels[mask] = np.clip(colour + rng.normal(0, 12, size=(int(mask.sum()), 3)), 0, 255)
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": cat + 1, "iscrowd": 0,
+                "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
+                "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+            })
+        name = f"{image_id:05d}.png"
+        Image.fromarray(pixels.astype(np.uint8)).save(image_dir / name)
+        images.append({"id": image_id, "file_name": f"{split}/{name}", "width": w, "height": h})
+    path = out_dir / f"{split}.json"
+    path.write_text(json.dumps({
+        "images": images, "annotations": annotations,
+        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(categories)],
+    }))
+    return path

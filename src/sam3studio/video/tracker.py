@@ -141,8 +141,15 @@ def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype:
     if source == RANDOM_SOURCE:
         return _build_random_video(dev, dt, detector)
     load_from, local = resolve_checkpoint(source)
-    from transformers import Sam3VideoProcessor
+    from transformers import AutoConfig, Sam3VideoProcessor
 
+    try:
+        model_type = AutoConfig.from_pretrained(load_from).model_type
+    except Exception as exc:
+        raise load_error(exc, source, local, what="a SAM 3 video model") from exc
+    if model_type != "sam3_video":  # transformers would build a video model with random weights from it
+        raise ModelSourceError(f"'{source}' is an image-only SAM 3 checkpoint (model_type {model_type!r}); tracking "
+                               "needs a video checkpoint such as facebook/sam3 (model_type 'sam3_video')")
     full_cls, shared_cls = _video_classes()
     try:
         with warnings.catch_warnings():
