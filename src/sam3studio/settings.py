@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     max_video_jobs: int = Field(4, ge=1, description="Video jobs queued plus running; beyond, 503")
     video_job_timeout_s: float = Field(3600.0, gt=0, description="A running video job fails after this long")
 
+    # Data engine (the UI's Review tab and /api/v1/datasets): dataset folders made by `sam3studio dataset label/import`.
+    datasets: list[Path] = Field(default_factory=list, description="Dataset folders to serve for review "
+                                 "(env: a JSON list)")
+
     lang: Literal["auto", "en", "zh"] = Field("auto", description="UI language; 'auto' follows the browser's Accept-Language")
 
     @field_validator("api_key", "ui_auth", mode="before")

@@ -25,11 +25,12 @@ from fastapi.openapi.utils import get_openapi
 from starlette.routing import Route
 
 from sam3studio import __version__
-from sam3studio.api import docs, images, system, videos
+from sam3studio.api import datasets, docs, images, system, videos
 from sam3studio.api.bodies import add_body_schemas
 from sam3studio.api.deps import api_key_checker, require_api_key_asgi
 from sam3studio.api.errors import install_handlers, route_methods
 from sam3studio.api.schemas import ErrorResponse
+from sam3studio.dataset.review import DatasetRegistry
 from sam3studio.jobs import JobRunner
 from sam3studio.llm.inputs import PathPolicy
 from sam3studio.llm.mcp_server import HttpEndpoint, build_server
@@ -79,7 +80,7 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     auth: dict[int | str, dict[str, Any]] = (
         {401: {"model": ErrorResponse, "description": "missing or wrong API key"}} if protected else {})
     app.include_router(system.public, prefix=API_PREFIX)
-    routers = (system.protected, images.router, videos.router)
+    routers = (system.protected, images.router, videos.router, datasets.router)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX, dependencies=protected, responses=auth)
     app.state.route_methods = route_methods(API_PREFIX, (system.public, *routers))
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         docs_url=None, redoc_url=None,  # served by `docs.add_docs`, with their assets from this server
     )
     app.state.settings, app.state.service, app.state.jobs = settings, service, jobs
+    app.state.datasets = DatasetRegistry(settings.datasets)  # the folders of `serve --dataset`, by id
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     install_handlers(app)
     docs.add_docs(app)
@@ -123,7 +125,8 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
 
         from sam3studio.ui import build_ui
 
-        app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs), path="/", max_file_size=settings.max_upload_bytes,
+        ui = build_ui(service, jobs=jobs, datasets=app.state.datasets)
+        app = gr.mount_gradio_app(app, ui, path="/", max_file_size=settings.max_upload_bytes,
                                   footer_links=["api"], show_error=False, auth=settings.ui_credentials(),
                                   auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.")
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,6 +32,9 @@ def serve(
                                                   "(X-API-Key or Bearer). Prefer the environment variable: argv is "
                                                   "visible to other users.")] = None,
     ui_auth: Annotated[str | None, setting_option("ui_auth", "--ui-auth", help="user:password the web UI asks for.")] = None,
+    dataset: Annotated[list[Path] | None, typer.Option("--dataset", help="A dataset folder to review in the UI's "
+                                                       "Review tab and /api/v1/datasets (repeatable; env: "
+                                                       "SAM3STUDIO_DATASETS as a JSON list).", show_default=False)] = None,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the REST API only (env: SAM3STUDIO_UI=false).")] = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the vision encoder (faster per image "
                                                 "after a slow first one; needs a C/C++ compiler on the CPU; env: "
@@ -50,6 +54,8 @@ def serve(
                                                    "translator": translator, "lang": lang,
                                                    "api_key": api_key, "ui_auth": ui_auth}.items()
                  if v is not None}
+    if dataset:
+        overrides["datasets"] = dataset
     if no_ui:
         overrides["ui"] = False
     if compile_model:
@@ -67,7 +73,13 @@ def serve(
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     console.print(f"Loading SAM 3 from [bold]{settings.model}[/] in the background; "
                   f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info" if debug else "warning")
+    from sam3studio.errors import Sam3StudioError
+
+    try:
+        app = create_app(settings)
+    except Sam3StudioError as exc:  # e.g. a --dataset folder that is not a dataset
+        raise fail(str(exc), debug, code=2) from None
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if debug else "warning")
 
 
 def access_warnings(settings) -> list[str]:

@@ -452,6 +452,28 @@ class DatasetStore:
                        "updated = ? WHERE id = ?", (width, height, now, image_id))
         return True
 
+    def store_imported(self, image_id: int, width: int, height: int, instances: Sequence[dict[str, Any]]) -> bool:
+        """Store imported instances for one image, unless it was reviewed or holds imported instances already
+        (then False: importing a file twice adds nothing). Sets the image's size; a label run may still propose."""
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT state, width, height FROM images WHERE id = ?", (image_id,)).fetchone()
+            if row is None or row["state"] != "unreviewed":
+                return False
+            if db.execute("SELECT 1 FROM instances WHERE image_id = ? AND origin = 'import' LIMIT 1", (image_id,)).fetchone():
+                return False
+            if row["width"] is not None and (row["width"], row["height"]) != (width, height):
+                raise DatasetError(f"image {image_id} is {width}x{height} in the import but {row['width']}x{row['height']} "
+                                   "in the dataset")
+            db.executemany(
+                "INSERT INTO instances (image_id, class_id, score, origin, x1, y1, x2, y2, area, rle, updated) "
+                "VALUES (?, ?, ?, 'import', ?, ?, ?, ?, ?, ?, ?)",
+                [(image_id, int(i["class_id"]), i.get("score"), *i["box"], int(i["area"]), i.get("counts"), now)
+                 for i in instances])
+            db.execute("UPDATE images SET width = ?, height = ?, version = version + 1, updated = ? WHERE id = ?",
+                       (width, height, now, image_id))
+        return True
+
     # ------------------------------------------------------------------ reading
     def _instances(self, image_ids: Sequence[int], sizes: dict[int, tuple[int, int]]) -> dict[int, list[StoredInstance]]:
         out: dict[int, list[StoredInstance]] = {i: [] for i in image_ids}
