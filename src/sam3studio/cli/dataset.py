@@ -147,7 +147,7 @@ def review_command(
 
     from sam3studio.api import create_app
 
-    console.print(f"Reviewing {plural(len(datasets), 'dataset')} at [bold]http://{settings.host}:{settings.port}/#review[/] "
+    console.print(f"Reviewing {plural(len(datasets), 'dataset')} at [bold]http://{settings.host}:{settings.port}/[/] "
                   f"(model {escape(settings.model)} loads in the background)", highlight=False)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info" if debug else "warning")
 

@@ -13,6 +13,7 @@ the file gives (COCO ``score``), else none.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,6 +87,11 @@ def _coco(file: Path, images: Path | None, store: DatasetStore, summary: ImportS
     from sam3studio.evaluation.data import load_coco_gt
 
     gt = load_coco_gt(file, images)
+    # The checked reader keeps the annotations in file order but not their scores (pre-labels may have them).
+    raw = json.loads(file.read_text(encoding="utf-8")).get("annotations") or []
+    scores = [a.get("score") if isinstance(a.get("score"), (int, float)) else None for a in raw]
+    for ann, score in zip(gt.annotations, scores, strict=False):
+        ann["score"] = score
     names = [c.name for c in gt.categories]
     store.add_classes(names)
     summary.classes = store.classes

@@ -27,7 +27,8 @@ from sam3studio.render import palette_color
 __all__ = ["MAX_VIEW_SIDE", "DatasetRegistry", "ImageView", "ReviewImages", "draw_review", "new_results", "view_of",
            "view_scale"]
 
-MAX_VIEW_SIDE = 1600  # the review canvas shows larger images scaled down to this (clicks are scaled back)
+MAX_VIEW_SIDE = 1600  # the review canvas shows larger images scaled down to this (clicks are scaled back) ...
+MIN_VIEW_SIDE = 640  # ... and smaller ones scaled up to this, so that small objects can be clicked
 
 
 def _slug(name: str) -> str:
@@ -141,7 +142,7 @@ def draw_review(rgb: np.ndarray | None, image: StoredImage, selected: int | None
     """The review canvas: the image with each instance tinted in its class colour, outlined, labelled
     ``#id class``; the ``selected`` instance outlined in white; ``pending`` clicks as dots (green +, red −).
     A missing image becomes a grey card of its size, crossed out (the page says why in words). Larger images
-    are scaled to `MAX_VIEW_SIDE`."""
+    are scaled down to `MAX_VIEW_SIDE`, smaller ones up to `MIN_VIEW_SIDE` (`view_scale`)."""
     width, height = image.width or 320, image.height or 240
     if rgb is None:
         canvas = _resize(np.full((height, width, 3), 90, np.uint8), _scale(width, height))
@@ -181,15 +182,17 @@ def draw_review(rgb: np.ndarray | None, image: StoredImage, selected: int | None
 
 def _scale(width: int, height: int) -> float:
     side = max(width, height)
-    return 1.0 if side <= MAX_VIEW_SIDE else MAX_VIEW_SIDE / side
+    if side > MAX_VIEW_SIDE:
+        return MAX_VIEW_SIDE / side
+    return MIN_VIEW_SIDE / side if side < MIN_VIEW_SIDE else 1.0
 
 
 def _resize(arr: np.ndarray, scale: float, nearest: bool = False) -> np.ndarray:
     if scale == 1:
         return arr
     h, w = arr.shape[:2]
-    return cv2.resize(arr, (max(1, round(w * scale)), max(1, round(h * scale))),
-                      interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+    interpolation = cv2.INTER_NEAREST if nearest or scale > 1 else cv2.INTER_AREA
+    return cv2.resize(arr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interpolation)
 
 
 def _label(canvas: np.ndarray, text: str, box: Sequence[float], scale: float, colour: tuple[int, int, int]) -> None:

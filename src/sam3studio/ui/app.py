@@ -77,7 +77,7 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None,
         labelled = [Relabel(intro, plain("intro")),
                     Relabel(lang_radio, lambda lang: gr.update(value=lang, label=t(lang, "language"))),
                     Relabel(banner, lambda lang: model_banner(service, lang))]
-        with gr.Tabs():
+        with gr.Tabs(selected="review" if datasets else None):  # a server given datasets opens on Review
             for tab in TABS:
                 labelled += tab(ctx)
         relabel = relabel_handler(labelled)

@@ -131,12 +131,15 @@ class ReviewTab:
             with gr.Row():
                 with gr.Column(scale=3):
                     self.canvas = gr.Image(type="numpy", interactive=False, format="jpeg", label=t(lang, "review_canvas"),
-                                           elem_id="review-canvas")
+                                           elem_id="review-canvas", height=560)
                     self.status = gr.Markdown(elem_id="review-status")
                 with gr.Column(scale=2):
                     self._side(lang, first)
             self.keys_md = gr.Markdown(t(lang, "review_keys"), elem_id="review-keys")
-            gr.HTML("", js_on_load=_KEYS_JS % json.dumps(SHORTCUTS), elem_id="review-keys-js")
+            # Mounted with the tab: installs the keys once and fires `click`, which loads the view (the tab's
+            # `select` does not fire for a tab the page opens on).
+            self.keys_js = gr.HTML("", js_on_load=_KEYS_JS % json.dumps(SHORTCUTS) + "trigger('click');",
+                                   elem_id="review-keys-js")
             self.state = gr.State(ReviewState())
 
     def _side(self, lang: str, first: DatasetStore) -> None:
@@ -170,6 +173,7 @@ class ReviewTab:
         view = [self.state, self.canvas, self.table, self.progress, self.selected, self.status]
         nav = {"api_name": False, "concurrency_limit": None}
         self.tab.select(self.on_open, [*base, lang], [*view, self.class_filter, self.class_pick], **nav)
+        self.keys_js.click(self.on_open, [*base, lang], [*view, self.class_filter, self.class_pick], **nav)
         self.dataset.input(self.on_open, [*base, lang], [*view, self.class_filter, self.class_pick], **nav)
         for comp in (self.state_filter, self.class_filter, self.min_score, self.max_score):
             comp.input(self.on_filter, [*base, lang], view, **nav)
