@@ -17,15 +17,16 @@ Formats (``--format``), each with the split names ``train``, ``val`` and ``test`
 - ``cvat``: CVAT's "COCO 1.0" import layout, ``annotations/instances_{split}.json`` and ``images/{split}/``
   (``file_name`` is the bare image name, as CVAT matches it); polygons by default, RLE with ``--rle``.
 
-What comes from libraries: COCO RLE from pycocotools; contours, COCO polygon annotations
-(``detections_to_coco_annotations``), YOLO lines (``detections_to_yolo_annotations`` for boxes,
+What comes from libraries: COCO RLE from pycocotools; contours with holes bridged
+(``approximate_mask_with_polygons``), YOLO lines (``detections_to_yolo_annotations`` for boxes,
 ``object_to_yolo`` for a polygon) and VOC ``<object>`` elements (``object_to_pascal_voc``) from
 supervision. Written here by hand: the file layouts (supervision's ``DetectionDataset.as_*`` write bare
 file names, decode and re-encode every image, number ids from 1, and write a mask of several parts as
-several YOLO lines or VOC objects, where we need one per instance), COCO RLE annotations
-(supervision writes RLE only as ``iscrowd: 1``, which evaluators ignore), one polygon per instance
-(`shapes.single_polygon`), Ultralytics' ``data.yaml`` (supervision's holds only ``names``), the VOC
-PNG masks, and all of Label Studio and CVAT (no library of ours writes them).
+several YOLO lines or VOC objects, where we need one per instance), the COCO annotations (supervision
+writes RLE only as ``iscrowd: 1``, which evaluators ignore, and polygons without bridging holes, which
+COCO readers then fill), one polygon per instance (`shapes.single_polygon`), Ultralytics' ``data.yaml``
+(supervision's holds only ``names``), the VOC PNG masks, and all of Label Studio and CVAT (no library of
+ours writes them).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import numpy as np
 import supervision as sv
 import yaml
 from PIL import Image
-from supervision.dataset.formats.coco import detections_to_coco_annotations
+from supervision.dataset.utils import approximate_mask_with_polygons
 from supervision.dataset.formats.pascal_voc import object_to_pascal_voc
 from supervision.dataset.formats.yolo import detections_to_yolo_annotations, object_to_yolo
 
@@ -176,6 +177,17 @@ def _filled(inst: StoredInstance) -> np.ndarray:
     return out
 
 
+def coco_polygons(inst: StoredInstance) -> list[list[float]]:
+    """COCO polygons of an instance: one per part of its mask, holes bridged to the outline (a COCO file has no
+    holes otherwise: its readers fill each polygon and merge them), in COCO's continuous coordinates (pixel i spans
+    [i, i + 1], so contour points through pixel centres move by 0.5); the box for a box-only or tiny mask."""
+    mask = inst.mask()
+    parts = approximate_mask_with_polygons(mask, bridge_holes=True) if mask is not None else []
+    if not parts:
+        return [box_polygon(inst.box).ravel().round(2).tolist()]
+    return [(np.asarray(p, np.float64) + 0.5).ravel().round(2).tolist() for p in parts]
+
+
 def _xywh(box: Sequence[float]) -> list[float]:
     x1, y1, x2, y2 = box
     return [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
@@ -227,20 +239,11 @@ class _CocoWriter:
 
     @staticmethod
     def _polygon_annotations(im: StoredImage) -> list[dict[str, Any]]:
-        if not im.instances:
-            return []
-        dets = sv.Detections(xyxy=np.array([i.box for i in im.instances], np.float32),
-                             mask=np.stack([_filled(i) for i in im.instances]),
-                             class_id=np.array([i.class_id for i in im.instances], int),
-                             data={"iscrowd": np.zeros(len(im.instances), int)})
-        anns, _ = detections_to_coco_annotations(dets, image_id=im.id, annotation_id=1, approximation_percentage=0.0)
-        for ann, inst in zip(anns, im.instances, strict=True):
-            ann["id"], ann["area"] = inst.id, float(inst.area)
-            ann["bbox"] = _xywh(inst.box)
-            ann["segmentation"] = [[round(float(v), 2) for v in poly] for poly in ann["segmentation"]]
-            if not ann["segmentation"]:  # too small to trace: its box
-                ann["segmentation"] = [box_polygon(inst.box).ravel().round(2).tolist()]
-        return anns
+        out = []
+        for ann, inst in zip(_CocoWriter._rle_annotations(im), im.instances, strict=True):
+            ann["segmentation"] = coco_polygons(inst)
+            out.append(ann)
+        return out
 
     def finish(self) -> list[str]:
         files = []
@@ -412,7 +415,8 @@ class _LabelStudioWriter:
             return {**base, "from_name": "label", "type": "brushlabels",
                     "value": {"format": "rle", "rle": brush_rle(mask), "brushlabels": [inst.class_name]}}
         poly = single_polygon(mask, inst.box)
-        points = [[round(100 * float(x) / w, 4), round(100 * float(y) / h, 4)] for x, y in poly]
+        shift = 0.5 if mask is not None and mask.any() else 0.0  # contour points are pixel centres
+        points = [[round(100 * (float(x) + shift) / w, 4), round(100 * (float(y) + shift) / h, 4)] for x, y in poly]
         return {**base, "from_name": "label", "type": "polygonlabels",
                 "value": {"points": points, "closed": True, "polygonlabels": [inst.class_name]}}
 
