@@ -46,9 +46,9 @@ import numpy as np
 import supervision as sv
 import yaml
 from PIL import Image
-from supervision.dataset.utils import approximate_mask_with_polygons
 from supervision.dataset.formats.pascal_voc import object_to_pascal_voc
 from supervision.dataset.formats.yolo import detections_to_yolo_annotations, object_to_yolo
+from supervision.dataset.utils import approximate_mask_with_polygons
 
 from sam3studio import __version__
 from sam3studio.dataset.shapes import box_polygon, brush_rle, single_polygon
