@@ -83,17 +83,17 @@ def label_command(
 
     def on_start(pending: int) -> None:
         status.stop()
-        progress.update(task, total=pending)
         console.print(f"{plural(pending, 'image')} to label with {', '.join(names)}", highlight=False)
+        progress.update(task, total=pending)
+        progress.start()
 
     ray = RayOptions(address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker, verbose=debug)
     try:
         status.start()
-        with progress:
-            summary = label_dataset(source, out, names, model=model, device=device, dtype=dtype, translator=translator,
-                                    threshold=threshold, mask_threshold=mask_threshold, max_instances=max_instances,
-                                    engine=engine, ray_options=ray, on_start=on_start,
-                                    on_image=lambda ok: progress.advance(task))
+        summary = label_dataset(source, out, names, model=model, device=device, dtype=dtype, translator=translator,
+                                threshold=threshold, mask_threshold=mask_threshold, max_instances=max_instances,
+                                engine=engine, ray_options=ray, on_start=on_start,
+                                on_image=lambda ok: progress.advance(task))
     except DatasetError as exc:
         raise fail(str(exc), debug, code=2) from None
     except (ModelSourceError, RayEngineError, Sam3StudioError) as exc:
@@ -103,6 +103,7 @@ def label_command(
         raise typer.Exit(130) from None
     finally:
         status.stop()
+        progress.stop()
     console.print(f"Dataset {escape(str(summary.dataset))}: {plural(summary.images_total, 'image')} "
                   f"({summary.images_added} new); labelled {summary.labelled}, failed {summary.failed} "
                   f"in {summary.seconds:.1f} s.", highlight=False, soft_wrap=True)
@@ -184,11 +185,19 @@ def export_command(
         opts = ExportOptions(format=fmt, split=parse_split(split), seed=seed, include_unreviewed=include_unreviewed,
                              overwrite=overwrite, masks="polygon" if polygons else "rle" if rle else "auto",
                              yolo_task=yolo_task, images=images, image_url_prefix=image_url_prefix or LS_IMAGE_PREFIX)
+        progress = _progress(2, "images")
+        task = progress.add_task("Exporting", total=None)
+
+        def on_image() -> None:  # the bar starts with the first image: a refused export prints one line only
+            if not progress.live.is_started:
+                progress.start()
+            progress.advance(task)
+
         with DatasetStore.open(dataset) as store:
-            progress = _progress(2, "images")
-            with progress:
-                task = progress.add_task("Exporting", total=None)
-                summary = export_dataset(store, out, opts, on_image=lambda: progress.advance(task))
+            try:
+                summary = export_dataset(store, out, opts, on_image=on_image)
+            finally:
+                progress.stop()
     except Sam3StudioError as exc:
         raise fail(str(exc), debug, code=2) from None
     except OSError as exc:

@@ -32,6 +32,7 @@ Paged lists use keyset paging (``id > after``) on indexed columns, so a page cos
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import threading
 import time
@@ -58,6 +59,7 @@ REVIEWED = ("accepted", "corrected")
 # Where an instance came from: the label run, an imported file, or a reviewer's text prompt, example box or clicks.
 ORIGINS = ("model", "import", "text", "box", "clicks", "api")
 MAX_CLASSES = 256
+_SEPARATORS = re.compile(r"[,，、;；]")  # as prompts are split (sam3studio.prompts)
 MAX_PAGE = 500
 
 _V1 = f"""
@@ -117,11 +119,12 @@ class VersionConflict(Sam3StudioError):
 
 def parse_classes(text: str | Sequence[str]) -> list[str]:
     """``"hard hat, person"`` -> ``["hard hat", "person"]``: split like prompts, and a repeated class is an error."""
-    try:
-        items = [text] if isinstance(text, str) else list(text)
-        names = [n for item in items for n in parse_prompts(item, max_prompts=MAX_CLASSES)]
-    except InputError as exc:
-        raise DatasetError(f"invalid class list: {exc}") from None
+    items = [text] if isinstance(text, str) else list(text)
+    if not all(isinstance(i, str) for i in items):
+        raise DatasetError("invalid class list: give class names as text, e.g. \"hard hat, person\"")
+    names = [n for item in items for n in (" ".join(p.split()) for p in _SEPARATORS.split(item)) if n]
+    if not names:
+        raise DatasetError("invalid class list: it is empty; give class names such as \"hard hat, person\"")
     seen: set[str] = set()
     for name in names:
         if name.casefold() in seen:
@@ -129,7 +132,10 @@ def parse_classes(text: str | Sequence[str]) -> list[str]:
         seen.add(name.casefold())
     if len(names) > MAX_CLASSES:
         raise DatasetError(f"invalid class list: {len(names)} classes; the limit is {MAX_CLASSES}")
-    return names
+    try:
+        return parse_prompts(names, max_prompts=MAX_CLASSES)
+    except InputError as exc:
+        raise DatasetError(f"invalid class list: {exc}") from None
 
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
