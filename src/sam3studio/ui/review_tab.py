@@ -46,7 +46,9 @@ if (!window.__sam3studioReviewKeys) {
     const panel = document.getElementById('review-tab');
     if (!panel || panel.offsetParent === null || e.ctrlKey || e.metaKey || e.altKey) return;
     const el = e.target;
-    if (el && (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT' || el.isContentEditable)) return;
+    const typing = el && ((el.tagName === 'INPUT' && !['radio', 'checkbox', 'button'].includes(el.type))
+                          || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT' || el.isContentEditable);
+    if (typing) return;
     const button = keys[e.key] && document.getElementById(keys[e.key]);
     if (button && !button.disabled) { e.preventDefault(); button.click(); }
   });
