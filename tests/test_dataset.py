@@ -171,6 +171,7 @@ def test_paged_lists_filters_and_navigation(tmp_path):
     assert [r.id for r in last.images] == list(range(101, 121)) and last.next_after is None
     dogs = ImageFilter(class_id=1)
     assert store.count(dogs) == 60 and store.list_images(dogs, limit=3).images[0].id == 1
+    assert store.list_images(dogs).total is None and store.list_images(dogs, with_total=True).total == 60
     low = ImageFilter(max_score=0.1)
     assert store.count(low) == 20
     assert store.count(ImageFilter(state="accepted")) == 1
@@ -423,6 +424,8 @@ def test_registry_ids_view_and_missing_images(tmp_path):
     store = registry.get("ds")
     view = view_of(store, 2, ImageFilter())
     assert (view.position, view.matching) == (2, 2)
+    assert (view_of(store, 2, ImageFilter(class_id=0)).position, view_of(store, 2, ImageFilter(class_id=1)).position) == (
+        None, 0)  # on instances: not counted, but "outside the filter" is known
     image = store.image(1)
     canvas = draw_review(None, image)
     assert canvas.shape[:2] == (480, 640) and view_scale(image) == 10  # small images are drawn larger

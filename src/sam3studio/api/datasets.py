@@ -109,14 +109,17 @@ async def list_images(dataset_id: str, registry: DatasetRegistry = Depends(get_d
                       min_score: float | None = Query(None, ge=0, le=1, description="... with a score at least this"),
                       max_score: float | None = Query(None, ge=0, le=1, description="... with a score at most this"),
                       after: int = Query(0, ge=0, description="Image id to start after (paging: `next_after`)"),
-                      limit: int = Query(50, ge=1, le=500)) -> Any:
+                      limit: int = Query(50, ge=1, le=500),
+                      with_total: bool | None = Query(None, description="Count the images matching (default: only "
+                                                      "without class and score filters: counting those reads every "
+                                                      "instance)")) -> Any:
     """A page of images in id order, filtered by review state, class and instance score."""
     store = await _run(registry.get, dataset_id)
 
     def page() -> dict[str, Any]:
         flt = ImageFilter(state=state, class_id=store.class_id(class_name) if class_name is not None else None,
                           min_score=min_score, max_score=max_score)
-        result = store.list_images(flt, after=after, limit=limit)
+        result = store.list_images(flt, after=after, limit=limit, with_total=with_total)
         return {"images": [r.to_dict() for r in result.images], "next_after": result.next_after, "total": result.total}
 
     return await _run(page)

@@ -236,7 +236,7 @@ class DatasetImageRow(BaseModel):
 class DatasetImagePage(BaseModel):
     images: list[DatasetImageRow]
     next_after: int | None = Field(description="Pass as `after` for the next page; null on the last one")
-    total: int = Field(description="Images matching the filter")
+    total: int | None = Field(description="Images matching the filter (null when not counted: see `with_total`)")
 
 
 class DatasetInstance(BaseModel):

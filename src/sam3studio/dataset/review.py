@@ -85,17 +85,21 @@ class ImageView:
     """An image as the review shows it: the stored image, where it sits among the filtered images, progress."""
 
     image: StoredImage
-    position: int  # 1-based among the images matching the filter (0 when it does not match)
-    matching: int
+    position: int | None  # 1-based among the images matching the filter; 0: it does not match; None: not counted
+    matching: int | None  # images matching the filter; None: not counted (a filter on instances)
     progress: dict[str, int]
 
 
 def view_of(store: DatasetStore, image_id: int, flt: ImageFilter | None = None) -> ImageView:
+    """The image and the review's counts. Position and matching images are counted for filters on the review state
+    only (index counts: milliseconds at 100 000 images); a filter on classes or scores would read every instance
+    on every step, so there they are left out (None) and the page says which filter is on instead."""
     image = store.image(image_id)
     flt = flt or ImageFilter()
-    matches = store.count(flt)
+    if flt.on_instances:
+        return ImageView(image, None if _matches(store, image_id, flt) else 0, None, store.progress())
     position = store.position(image_id, flt) if _matches(store, image_id, flt) else 0
-    return ImageView(image, position, matches, store.progress())
+    return ImageView(image, position, store.count(flt), store.progress())
 
 
 def _matches(store: DatasetStore, image_id: int, flt: ImageFilter) -> bool:

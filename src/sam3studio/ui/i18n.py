@@ -131,6 +131,7 @@ TEXTS: dict[str, dict[str, Any]] = {
         "review_missing": "⚠️ the image file is missing (moved or deleted): {path}",
         "review_position": "image {position} of {matching} shown · {name} · {state}",
         "review_position_outside": "{name} · {state} (outside the filter)",
+        "review_position_filtered": "image #{id} (filtered by class or score) · {name} · {state}",
         "review_end": "no further image matches the filter",
         "review_no_image": "No image is shown: open the tab or change the filter.",
         "review_conflict": "This image was changed in another tab or by another client; it has been reloaded. "
@@ -265,6 +266,7 @@ TEXTS: dict[str, dict[str, Any]] = {
         "review_missing": "⚠️ 图片文件不存在（已移动或删除）：{path}",
         "review_position": "当前第 {position} / {matching} 张 · {name} · {state}",
         "review_position_outside": "{name} · {state}（不在筛选范围内）",
+        "review_position_filtered": "图片 #{id}（按类别或得分筛选）· {name} · {state}",
         "review_end": "后面没有符合筛选条件的图片了",
         "review_no_image": "没有显示图片：请打开标签页或修改筛选条件。",
         "review_conflict": "这张图片已在另一个标签页或由其他客户端修改，已重新加载。请再次进行你的修改。",

@@ -271,9 +271,13 @@ class ReviewTab:
 
     @staticmethod
     def _progress_line(view: ImageView, lang: str) -> str:
-        where = t(lang, "review_position", position=view.position, matching=view.matching, name=view.image.name,
-                  state=t(lang, f"state_{view.image.state}")) if view.position else t(
-                      lang, "review_position_outside", name=view.image.name, state=t(lang, f"state_{view.image.state}"))
+        fields = {"name": view.image.name, "state": t(lang, f"state_{view.image.state}"), "id": view.image.id}
+        if view.position == 0:
+            where = t(lang, "review_position_outside", **fields)
+        elif view.position is None:  # a filter on classes or scores: not counted (see view_of)
+            where = t(lang, "review_position_filtered", **fields)
+        else:
+            where = t(lang, "review_position", position=view.position, matching=view.matching, **fields)
         return t(lang, "review_progress", **view.progress) + " · " + where
 
     def _context(self, state: ReviewState | None, dataset, state_f, class_f, min_s, max_s, lang):
