@@ -8,6 +8,7 @@ a path, so a client can reach only the datasets the server was started with.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Sequence
@@ -154,28 +155,35 @@ def draw_review(rgb: np.ndarray | None, image: StoredImage, selected: int | None
         cv2.line(canvas, (0, 0), (w - 1, h - 1), (160, 160, 160), 2, cv2.LINE_AA)
         cv2.line(canvas, (0, h - 1), (w - 1, 0), (160, 160, 160), 2, cv2.LINE_AA)
         return canvas
-    out = rgb.astype(np.float32)
-    masks = []
+    canvas = np.array(rgb, dtype=np.uint8, copy=True)
+    shapes = []  # (instance, contours in image pixels or None for a box)
     for inst in sorted(image.instances, key=lambda i: -i.area):  # small instances painted last, on top
         mask = inst.mask()
-        masks.append((inst, mask))
-        if mask is not None:
-            out[mask] = 0.55 * out[mask] + 0.45 * np.asarray(_colour(inst), np.float32)
-    canvas = out.astype(np.uint8)
+        if mask is None:
+            shapes.append((inst, None))
+            continue
+        # Only the instance's box is touched: tint 45 % of its class colour (integer blend), trace its outline.
+        x1, y1 = max(int(inst.box[0]), 0), max(int(inst.box[1]), 0)
+        x2, y2 = min(int(np.ceil(inst.box[2])), width), min(int(np.ceil(inst.box[3])), height)
+        crop = np.ascontiguousarray(mask[y1:y2, x1:x2])
+        region = canvas[y1:y2, x1:x2]
+        colour = np.asarray(_colour(inst), np.uint16) * 115
+        region[crop] = ((region[crop].astype(np.uint16) * 141 + colour) >> 8).astype(np.uint8)
+        contours, _ = cv2.findContours(crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x1, y1))
+        shapes.append((inst, contours))
     scale = _scale(width, height)
     canvas = _resize(canvas, scale)
     thick = max(1, round(max(canvas.shape[:2]) / 400))
-    for inst, mask in masks:
+    for inst, contours in shapes:
         colour = (255, 255, 255) if inst.id == selected else _colour(inst)
         width_px = thick * 2 if inst.id == selected else thick
-        if mask is not None:
-            small = _resize(mask.astype(np.uint8), scale, nearest=True) if scale != 1 else mask.astype(np.uint8)
-            contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(canvas, contours, -1, colour, width_px, cv2.LINE_AA)
+        if contours is not None:
+            scaled = [np.round((c.astype(np.float32) + 0.5) * scale).astype(np.int32) for c in contours]
+            cv2.drawContours(canvas, scaled, -1, colour, width_px, cv2.LINE_AA)
         else:
             x1, y1, x2, y2 = (int(round(v * scale)) for v in inst.box)
             cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, width_px, cv2.LINE_AA)
-    for inst, _ in masks:
+    for inst, _ in shapes:
         _label(canvas, f"#{inst.id} {inst.class_name}", inst.box, scale, _colour(inst))
     for x, y, label in pending:
         cx, cy = int(round(x * scale)), int(round(y * scale))
@@ -199,9 +207,24 @@ def _resize(arr: np.ndarray, scale: float, nearest: bool = False) -> np.ndarray:
     return cv2.resize(arr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interpolation)
 
 
+_FONT, _FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+
+
+@functools.lru_cache(maxsize=512)
+def _char_size(char: str) -> tuple[int, int, int]:
+    (w, h), base = cv2.getTextSize(char, _FONT, _FONT_SCALE, 1)
+    return w, h, base
+
+
+def _text_size(text: str) -> tuple[int, int, int]:
+    """(width, height, baseline) of a label, from cached per-character sizes (``getTextSize`` is slow per call)."""
+    sizes = [_char_size(c) for c in text] or [(0, 0, 0)]
+    return sum(w for w, _, _ in sizes), max(h for _, h, _ in sizes), max(b for _, _, b in sizes)
+
+
 def _label(canvas: np.ndarray, text: str, box: Sequence[float], scale: float, colour: tuple[int, int, int]) -> None:
-    font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.4
-    (tw, th), base = cv2.getTextSize(text, font, size, 1)
+    font, size = _FONT, _FONT_SCALE
+    tw, th, base = _text_size(text)
     x = int(min(max(box[0] * scale, 0), max(canvas.shape[1] - tw - 2, 0)))
     y = int(min(max(box[1] * scale, th + 2), canvas.shape[0] - 1))
     cv2.rectangle(canvas, (x, y - th - 3), (x + tw + 2, y + base - 2), colour, -1)
