@@ -28,7 +28,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -74,7 +74,109 @@ def _geometry(boxes: np.ndarray, labels: np.ndarray, width: int, height: int) ->
     signature = hashlib.sha1(np.round(cxcywh, 6).tobytes() + labels.tobytes()).hexdigest()[:16]
     return _Geometry(torch.tensor(cxcywh, dtype=torch.float32), torch.tensor(labels, dtype=torch.int64), signature)
 
-__all__ = ["Segmenter", "SegmenterStats", "MIN_SCORE_THRESHOLD", "DEFAULT_MAX_INSTANCES"]
+__all__ = ["Segmenter", "SegmenterStats", "MIN_SCORE_THRESHOLD", "DEFAULT_MAX_INSTANCES", "HeadOutputs", "ModelBackend",
+           "TorchBackend"]
+
+
+class HeadOutputs(NamedTuple):
+    """What the prompt heads return for K prompts on one image (model space, any float dtype)."""
+
+    pred_logits: torch.Tensor  # (K, Q) query logits
+    pred_boxes: torch.Tensor  # (K, Q, 4) normalised XYXY
+    pred_masks: torch.Tensor  # (K, Q, h, w) low-resolution mask logits
+    presence_logits: torch.Tensor  # (K, 1)
+
+
+class ModelBackend(Protocol):
+    """The three model stages the engine calls; caches, prompt batching and post-processing stay the engine's.
+
+    `TorchBackend` runs them on the transformers model; `sam3studio.onnx.OnnxRuntimeBackend` on ONNX Runtime
+    sessions. Tensors in and out are torch tensors on the engine's device.
+    """
+
+    name: str
+    supports_refine: bool  # whether the click tracker can run on this backend's vision features
+
+    def vision_features(self, pixel_values: torch.Tensor) -> list[Any]:
+        """``(B, 3, S, S)`` processed pixels -> one opaque feature object per image (what `heads` reads)."""
+        ...
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(K, 32)`` token ids and mask -> ``(K, 32, D)`` projected text features."""
+        ...
+
+    def heads(self, vision: Any, text: torch.Tensor, text_mask: torch.Tensor, boxes: torch.Tensor | None = None,
+              box_labels: torch.Tensor | None = None) -> HeadOutputs:
+        """One image's features with K prompts' text features (and the same N exemplar boxes for each:
+        ``(N, 4)`` normalised cxcywh, ``(N,)`` labels 1/0) -> the K prompts' outputs in one pass."""
+        ...
+
+    def describe(self) -> dict[str, str]:
+        """Extra `Segmenter.info` entries (e.g. ``backend``, ``providers``); empty for the default backend."""
+        ...
+
+
+class TorchBackend:
+    """The stages on a transformers `Sam3Model` (the default backend)."""
+
+    name = "torch"
+    supports_refine = True
+
+    def __init__(self, model: Any, device: torch.device, dtype: torch.dtype) -> None:
+        self.model, self.device, self.dtype = model, device, dtype
+
+    def vision_features(self, pixel_values: torch.Tensor) -> list[Any]:
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        with inference_context(self.device, self.dtype):
+            vision = self.model.get_vision_features(pixel_values=pixel_values)
+        n = pixel_values.shape[0]
+        if n == 1:
+            return [vision]
+        # Cloned, so one cached image does not keep the whole batch's tensors alive.
+        return [type(vision)(
+            last_hidden_state=vision.last_hidden_state[i : i + 1].clone(),
+            fpn_hidden_states=tuple(x[i : i + 1].clone() for x in vision.fpn_hidden_states),
+            fpn_position_encoding=tuple(x[i : i + 1].clone() if x.shape[0] == n else x
+                                        for x in vision.fpn_position_encoding),
+        ) for i in range(n)]
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with inference_context(self.device, self.dtype):
+            return self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+    def heads(self, vision: Any, text: torch.Tensor, text_mask: torch.Tensor, boxes: torch.Tensor | None = None,
+              box_labels: torch.Tensor | None = None) -> HeadOutputs:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        k = text.shape[0]
+        batched_vision = type(vision)(
+            fpn_hidden_states=tuple(x.expand(k, *x.shape[1:]) for x in vision.fpn_hidden_states),
+            fpn_position_encoding=tuple(x.expand(k, *x.shape[1:]) for x in vision.fpn_position_encoding),
+        )
+        extra = {}
+        autocast = contextlib.nullcontext()
+        if boxes is not None and box_labels is not None:
+            n = len(box_labels)
+            boxes = boxes.to(self.device)
+            if self.device.type == "cpu" and self.dtype == torch.bfloat16:
+                # SAM 3 pools box features with torchvision's roi_align, fed float16 when the features are
+                # bf16, which CPU autocast refuses ("Unexpected floating ScalarType"). The weights are bf16
+                # already, so this pass runs in plain bf16 (as transformers' docs run bf16), without autocast.
+                autocast = torch.autocast("cpu", enabled=False)
+                boxes = boxes.to(self.dtype)
+            extra = {"input_boxes": boxes[None].expand(k, n, 4),
+                     "input_boxes_labels": box_labels.to(self.device)[None].expand(k, n)}
+        with inference_context(self.device, self.dtype), autocast:
+            out = self.model(
+                vision_embeds=batched_vision,
+                text_embeds=BaseModelOutputWithPooling(pooler_output=text),
+                attention_mask=text_mask,
+                **extra,
+            )
+        return HeadOutputs(out.pred_logits, out.pred_boxes, out.pred_masks, out.presence_logits)
+
+    def describe(self) -> dict[str, str]:
+        return {}  # `Segmenter.info` already says all there is (device, dtype, compiled)
 
 
 @dataclass
@@ -85,7 +187,11 @@ class SegmenterStats:
     text_encoder_calls: int = 0
     head_passes: int = 0
     image_cache_hits: int = 0
+    image_cache_misses: int = 0  # images whose features had to be computed
+    text_cache_hits: int = 0
+    text_cache_misses: int = 0
     prediction_cache_hits: int = 0
+    prediction_cache_misses: int = 0  # (image, prompt) pairs that went through the heads
     tracker_loads: int = 0
     refine_passes: int = 0
     batched_images: int = 0  # images encoded by `encode_images`
@@ -162,6 +268,7 @@ class Segmenter:
         prompt_batch_size: int = 8,
         translator: Translator | None = None,
         tracker: Any = None,
+        backend: ModelBackend | None = None,
     ) -> None:
         if prompt_batch_size < 1:
             raise ValueError(f"prompt_batch_size must be >= 1, got {prompt_batch_size}")
@@ -176,6 +283,7 @@ class Segmenter:
         self.compiled = compiled
         self.prompt_batch_size = prompt_batch_size
         self.translator: Translator = translator or identity_translator
+        self.backend: ModelBackend = backend or TorchBackend(model, self.device, self.dtype)
         self.stats = SegmenterStats()
         self._lock = threading.RLock()
         self._images: LRUCache = LRUCache(maxsize=max(1, image_cache_size))
@@ -210,6 +318,7 @@ class Segmenter:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "compiled": "torch.compile (vision encoder)" if self.compiled else "eager",
+            **self.backend.describe(),
         }
 
     def clear_cache(self) -> None:
@@ -218,6 +327,14 @@ class Segmenter:
             self._text.clear()
             self._predictions.clear()
             self._refined_logits.clear()
+
+    def cache_info(self) -> dict[str, dict[str, int]]:
+        """Per cache: ``entries``, ``capacity`` (entries; bytes for the prediction cache) and, for the
+        prediction cache, ``bytes`` held."""
+        return {"image": {"entries": len(self._images), "capacity": int(self._images.maxsize)},
+                "text": {"entries": len(self._text), "capacity": int(self._text.maxsize)},
+                "prediction": {"entries": len(self._predictions), "capacity": int(self._predictions.maxsize),
+                               "bytes": int(self._predictions.currsize)}}
 
     @property
     def tracker_loaded(self) -> bool:
@@ -363,19 +480,11 @@ class Segmenter:
             if not items:
                 return 0
             pixel_values = self.processor.image_processor(images=[rgb for _, rgb in items], return_tensors="pt")["pixel_values"]
-            pixel_values = pixel_values.to(self.device, self.dtype)
-            with inference_context(self.device, self.dtype):
-                vision = self.model.get_vision_features(pixel_values=pixel_values)
+            features = self.backend.vision_features(pixel_values)
             self.stats.vision_encoder_calls += 1
             self.stats.batched_images += len(items)
-            for i, (key, rgb) in enumerate(items):
-                # Cloned, so one cached image does not keep the whole batch's tensors alive.
-                one = type(vision)(
-                    last_hidden_state=vision.last_hidden_state[i : i + 1].clone(),
-                    fpn_hidden_states=tuple(x[i : i + 1].clone() for x in vision.fpn_hidden_states),
-                    fpn_position_encoding=tuple(x[i : i + 1].clone() if x.shape[0] == len(items) else x
-                                                for x in vision.fpn_position_encoding),
-                )
+            self.stats.image_cache_misses += len(items)
+            for (key, rgb), one in zip(items, features, strict=True):
                 self._images[key] = _ImageEntry(vision=one, height=rgb.shape[0], width=rgb.shape[1])
             return len(items)
 
@@ -384,6 +493,9 @@ class Segmenter:
         if self._tracker is None:
             if self._tracker_error is not None:  # a checkpoint without a tracker does not grow one: ask once
                 raise self._tracker_error
+            if not self.backend.supports_refine:
+                raise TrackerUnavailable(f"click refinement is not available on the {self.backend.name} backend "
+                                         "(its export has no tracker); use the PyTorch checkpoint for refine")
             if not self.source:
                 raise ModelSourceError("this Segmenter was built without a checkpoint source; pass tracker= to refine")
             try:
@@ -429,6 +541,7 @@ class Segmenter:
         sig = geometry.signature if geometry is not None else ""
         missing = [q for q in dict.fromkeys(queries) if (key, q, sig) not in self._predictions]
         self.stats.prediction_cache_hits += len(queries) - len(missing)
+        self.stats.prediction_cache_misses += len(missing)
         results: dict[str, _RawPrediction] = {q: self._predictions[(key, q, sig)] for q in queries if q not in missing}
         if missing:
             entry = self._image_features(key, rgb, timer)
@@ -446,11 +559,10 @@ class Segmenter:
         if entry is not None:
             self.stats.image_cache_hits += 1
             return entry
+        self.stats.image_cache_misses += 1
         t = time.perf_counter()
         pixel_values = self.processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
-        pixel_values = pixel_values.to(self.device, self.dtype)
-        with inference_context(self.device, self.dtype):
-            vision = self.model.get_vision_features(pixel_values=pixel_values)
+        (vision,) = self.backend.vision_features(pixel_values)
         self.stats.vision_encoder_calls += 1
         entry = _ImageEntry(vision=vision, height=rgb.shape[0], width=rgb.shape[1])
         self._images[key] = entry
@@ -460,6 +572,8 @@ class Segmenter:
     def _text_features(self, queries: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(len(queries), 32, D)`` projected text features and their ``(len(queries), 32)`` mask."""
         missing = [q for q in queries if q not in self._text]
+        self.stats.text_cache_hits += len(queries) - len(missing)
+        self.stats.text_cache_misses += len(missing)
         if missing:
             tok = self.processor.tokenizer
             for q in missing:
@@ -469,8 +583,7 @@ class Segmenter:
             enc = tok(missing, padding="max_length", max_length=MAX_TEXT_TOKENS, return_tensors="pt")
             input_ids = enc["input_ids"].to(self.device)
             attention_mask = enc["attention_mask"].to(self.device)
-            with inference_context(self.device, self.dtype):
-                feats = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            feats = self.backend.text_features(input_ids, attention_mask)
             self.stats.text_encoder_calls += 1
             for j, q in enumerate(missing):
                 self._text[q] = (feats[j : j + 1], attention_mask[j : j + 1])
@@ -478,36 +591,10 @@ class Segmenter:
         return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
     def _run_heads(self, entry: _ImageEntry, queries: list[str], geometry: _Geometry | None = None) -> list[_RawPrediction]:
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
         text, text_mask = self._text_features(queries)
         k = len(queries)
-        vision = entry.vision
-        fpn = vision.fpn_hidden_states
-        batched_vision = type(vision)(
-            fpn_hidden_states=tuple(x.expand(k, *x.shape[1:]) for x in fpn),
-            fpn_position_encoding=tuple(x.expand(k, *x.shape[1:]) for x in vision.fpn_position_encoding),
-        )
-        extra = {}
-        autocast = contextlib.nullcontext()
-        if geometry is not None:
-            n = len(geometry.labels)
-            boxes = geometry.boxes.to(self.device)
-            if self.device.type == "cpu" and self.dtype == torch.bfloat16:
-                # SAM 3 pools box features with torchvision's roi_align, fed float16 when the features are
-                # bf16, which CPU autocast refuses ("Unexpected floating ScalarType"). The weights are bf16
-                # already, so this pass runs in plain bf16 (as transformers' docs run bf16), without autocast.
-                autocast = torch.autocast("cpu", enabled=False)
-                boxes = boxes.to(self.dtype)
-            extra = {"input_boxes": boxes[None].expand(k, n, 4),
-                     "input_boxes_labels": geometry.labels.to(self.device)[None].expand(k, n)}
-        with inference_context(self.device, self.dtype), autocast:
-            out = self.model(
-                vision_embeds=batched_vision,
-                text_embeds=BaseModelOutputWithPooling(pooler_output=text),
-                attention_mask=text_mask,
-                **extra,
-            )
+        boxes, labels = (geometry.boxes, geometry.labels) if geometry is not None else (None, None)
+        out = self.backend.heads(entry.vision, text, text_mask, boxes, labels)
         self.stats.head_passes += 1
         presence = torch.sigmoid(out.presence_logits.float()).reshape(k)
         scores = torch.sigmoid(out.pred_logits.float()) * presence[:, None]

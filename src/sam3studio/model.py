@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sam3studio.errors import ModelSourceError, install_hint
+from sam3studio.errors import ModelSourceError, TrackerUnavailable, install_hint
 from sam3studio.random_model import build_random_model
 
 if TYPE_CHECKING:
@@ -340,6 +340,10 @@ def resolve_checkpoint(source: str) -> tuple[str, Path | None]:
         path_or_id = source
     local = Path(os.path.expanduser(path_or_id))
     if local.exists():
+        if (local / "manifest.json").is_file() and not (local / "config.json").is_file():
+            raise TrackerUnavailable(f"{local} is an ONNX export: it runs image segmentation on the onnxruntime "
+                                     "backend only; click refinement, video tracking and the torch backend need the "
+                                     "checkpoint it was exported from")
         if not (local / "config.json").is_file():
             raise ModelSourceError(f"{local} is not a transformers checkpoint directory (no config.json in it)")
         return str(local), local

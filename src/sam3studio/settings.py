@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     model: str = Field("facebook/sam3", description="Hub id, local directory, modelscope:<id> or 'random'")
     device: str = "auto"
     dtype: str = "auto"
+    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="Model backend: torch, onnxruntime, or auto (onnxruntime for a folder written by export-onnx)")
     compile: bool = Field(False, description="torch.compile the vision encoder (the first image compiles)")
     translator: str = Field("lexicon", description="Prompt translator: 'lexicon' (zh->en, offline), 'none', or a MarianMT folder")
     host: str = "127.0.0.1"
@@ -63,6 +65,16 @@ class Settings(BaseSettings):
                                  "(env: a JSON list)")
 
     lang: Literal["auto", "en", "zh"] = Field("auto", description="UI language; 'auto' follows the browser's Accept-Language")
+
+    # Observability (docs/operations.md): Prometheus metrics, request ids and logs, result drift.
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics (behind the API key when one is set)")
+    log_format: Literal["text", "json"] = Field("text", description="Server log lines: readable text or JSON objects")
+    log_prompts: bool = Field(False, description="Put the prompt texts in the access log (off: only their count)")
+    drift: bool = Field(True, description="Record per-prompt score distributions in data_dir/drift.sqlite3 "
+                        "and as metrics")
+    drift_top_prompts: int = Field(20, ge=0, le=200, description="Prompts with their own drift series; the rest "
+                                   "are counted together as __other__")
+    drift_retention_days: float = Field(30.0, gt=0, description="How long hourly drift counts are kept")
 
     @field_validator("api_key", "ui_auth", mode="before")
     @classmethod

@@ -34,6 +34,7 @@ from sam3studio.dataset.review import DatasetRegistry
 from sam3studio.jobs import JobRunner
 from sam3studio.llm.inputs import PathPolicy
 from sam3studio.llm.mcp_server import HttpEndpoint, build_server
+from sam3studio.observability import install_observability
 from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
 
@@ -120,6 +121,9 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
     _include_routers(app, settings)
     if settings.mcp:
         _mount_mcp(app, service, jobs, settings)
+    install_observability(app, settings, service, jobs,  # before the UI: /metrics must not fall to its catch-all
+                          auth=api_key_checker(settings) if settings.api_key is not None else None,
+                          quiet_routes=(f"{API_PREFIX}/health", f"{API_PREFIX}/ready"))
     if settings.ui:
         import gradio as gr  # deferred: the UI is optional (--no-ui) and gradio is slow to import
 

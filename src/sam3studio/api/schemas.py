@@ -140,6 +140,7 @@ class ModelInfo(BaseModel):
     device: str | None = None
     dtype: str | None = None
     compiled: str | None = Field(None, description="'eager', or how the model was compiled")
+    backend: str | None = Field(None, description="'onnxruntime' when not the PyTorch engine (absent for torch)")
 
 
 class InstanceResponse(InstanceOut):
@@ -163,6 +164,7 @@ class RefineResponse(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
+    request_id: str | None = Field(None, description="The request's X-Request-ID (quote it when reporting a problem)")
 
 
 class ErrorResponse(BaseModel):

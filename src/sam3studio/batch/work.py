@@ -34,6 +34,7 @@ class BatchSpec:
     model: str = "facebook/sam3"
     device: str = "auto"
     dtype: str = "auto"
+    backend: str = "auto"  # torch or onnxruntime (`sam3studio.loading.resolve_backend`)
     translator: str = "lexicon"
     threshold: float = 0.5
     mask_threshold: float = 0.5
@@ -91,8 +92,8 @@ class Worker:
             from sam3studio.loading import load_segmenter
 
             # Caches only pay off when an image is seen twice; in a batch job each image is seen once.
-            segmenter = load_segmenter(spec.model, device=spec.device, dtype=spec.dtype, translator=spec.translator,
-                                       image_cache_size=1, prediction_cache_mb=64)
+            segmenter = load_segmenter(spec.model, device=spec.device, dtype=spec.dtype, backend=spec.backend,
+                                       translator=spec.translator, image_cache_size=1, prediction_cache_mb=64)
         self.segmenter = segmenter
         self._oom = _oom_types()
 

@@ -18,6 +18,9 @@ Sections (see `SECTIONS`):
   and throughput under concurrency.
 - ``memory``: peak and current RSS after loading and after the runs; CUDA peak allocation.
 - ``tflops``: FLOPs of one vision forward (counted on the meta device: no compute) over its time.
+- ``onnxruntime`` (with ``--backend onnxruntime``, or named in ``--only``): the vision encoder on ONNX
+  Runtime fp32 and int8 vs PyTorch fp32 and bf16 against GEMM rates measured in the run, K=1/K=5 end
+  to end on both backends (`sam3studio.bench.ort_section`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from sam3studio.bench import hardware
+from sam3studio.bench.ort_section import onnxruntime_section
 
 __all__ = [
     "BASELINE_EXTRAPOLATED",
@@ -65,6 +69,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SECTIONS = ("prompts", "dtype", "postprocess", "api", "memory", "tflops")
+EXTRA_SECTIONS = ("onnxruntime",)  # run only when asked for (--backend onnxruntime, or --only)
+BACKENDS = ("torch", "onnxruntime")
 # The issue's targets. K=5 / K=20: baseline / ours; dtype: fp32 / bf16 vision time (CPUs with AMX);
 # postprocess: (post-processing + JSON) / model time; api: (HTTP - direct) / direct at concurrency 1.
 GOALS = {"k5": 3.5, "k20": 8.0, "bf16_speedup_amx": 3.0, "postprocess_fraction": 0.10, "api_overhead": 0.05}
@@ -93,10 +99,11 @@ def parse_only(text: str | None) -> tuple[str, ...]:
     if text is None or not text.strip():
         return SECTIONS
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SECTIONS]
+    unknown = [n for n in names if n not in SECTIONS + EXTRA_SECTIONS]
     if unknown:
-        raise BenchError(f"--only: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    return tuple(s for s in SECTIONS if s in names)
+        raise BenchError(f"--only: unknown section(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(SECTIONS + EXTRA_SECTIONS)}")
+    return tuple(s for s in SECTIONS + EXTRA_SECTIONS if s in names)
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -125,6 +132,8 @@ class BenchOptions:
     only: tuple[str, ...] = SECTIONS
     image_size: tuple[int, int] = (1920, 1080)
     baseline_budget_s: float = 120.0
+    backend: str = "torch"  # "onnxruntime" adds the onnxruntime section
+    onnx: str | None = None  # an export of the model under test (same weights) for that section; else exported in the run
 
     @property
     def ks(self) -> tuple[int, ...]:
@@ -135,9 +144,16 @@ class BenchOptions:
 
         if not isinstance(self.repeats, int) or self.repeats < 1:
             raise BenchError(f"--repeats must be at least 1, got {self.repeats}")
-        bad = [s for s in self.only if s not in SECTIONS]
+        bad = [s for s in self.only if s not in SECTIONS + EXTRA_SECTIONS]
         if bad or not self.only:
-            raise BenchError(f"--only: unknown section(s) {', '.join(bad) or '(none)'}; choose from {', '.join(SECTIONS)}")
+            raise BenchError(f"--only: unknown section(s) {', '.join(bad) or '(none)'}; choose from "
+                             f"{', '.join(SECTIONS + EXTRA_SECTIONS)}")
+        if self.backend not in BACKENDS:
+            raise BenchError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.onnx is not None and self.model == "random":
+            raise BenchError("--onnx cannot be an export of --model random: its weights are drawn anew each run")
+        if self.onnx is not None and not (Path(self.onnx).expanduser() / "manifest.json").is_file():
+            raise BenchError(f"--onnx {self.onnx}: not a folder written by `sam3studio export-onnx`")
         base_device = (self.device or "auto").lower().split(":")[0]
         if base_device not in DEVICES:
             raise BenchError(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), got {self.device!r}")
@@ -376,6 +392,7 @@ class _Suite:
         self._fp32: Any = None
         self._bf16: Any = None
         self._tiny_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.model_time: dict[str, Any] | None = None  # cold K=1: encode + prompt pass
         self.vision_times: dict[str, float] = {}  # dtype name -> median vision forward (model call only)
 
@@ -387,7 +404,8 @@ class _Suite:
 
         self.say(f"loading {self.o.model}")
         t = time.perf_counter()
-        self.seg = load_segmenter(self.o.model, device=self.o.device, dtype=self.o.dtype, translator="none")
+        self.seg = load_segmenter(self.o.model, device=self.o.device, dtype=self.o.dtype, translator="none",
+                                  backend="torch")  # the reference engine; ONNX Runtime comes in through --onnx
         load_s = time.perf_counter() - t
         self.torch = torch
         self.device = self.seg.device
@@ -431,9 +449,16 @@ class _Suite:
             make_tiny_checkpoint(Path(self._tiny_dir.name) / "tiny", seed=0)
         return Path(self._tiny_dir.name) / "tiny"
 
+    def tempdir(self) -> str:
+        """A scratch folder for the run (exports), removed by `close`."""
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sam3studio-bench-")
+        return self._tmp.name
+
     def close(self) -> None:
-        if self._tiny_dir is not None:
-            self._tiny_dir.cleanup()
+        for folder in (self._tiny_dir, self._tmp):
+            if folder is not None:
+                folder.cleanup()
 
     def _memory(self) -> dict[str, Any]:
         out: dict[str, Any] = {"peak_rss_mb": hardware.peak_rss_mb(), "rss_mb": hardware.rss_mb()}
@@ -522,26 +547,32 @@ class _Suite:
         self.vision_times[str(dtype).removeprefix("torch.")] = _median(samples)
         return _median(samples)
 
+    def vision_time_for(self, dtype: str) -> float:
+        """Median vision-encoder time in ``dtype`` ("float32" or "bfloat16") with the engine's attention."""
+        torch_ = self.torch
+        if dtype == "float32":
+            model = self.seg.model if self.dtype == torch_.float32 else self.fp32_model(self.attn)
+            return self._vision_time(model, torch_.float32, f"vision-fp32-{self.attn}")
+        if self.dtype == torch_.bfloat16:
+            model = self.seg.model
+        else:
+            if self._bf16 is None:
+                self.say("copying the model to bfloat16 (same weights)")
+                self._bf16 = copy.deepcopy(self.seg.model).to(torch_.bfloat16).eval()
+                _set_attention(self._bf16, self.attn)
+            model = self._bf16
+        return self._vision_time(model, torch_.bfloat16, f"vision-bf16-{self.attn}")
+
     def dtype_section(self) -> dict[str, Any]:
         import torch
 
         from sam3studio.loading import load_segmenter
         from sam3studio.model import cpu_supports_bf16, resolve_dtype
 
-        torch_ = self.torch
-        if self.dtype == torch_.bfloat16:
-            bf16_model = self.seg.model
-        else:
-            if self._bf16 is None:
-                self.say("copying the model to bfloat16 (same weights)")
-                self._bf16 = copy.deepcopy(self.seg.model).to(torch_.bfloat16).eval()
-                _set_attention(self._bf16, self.attn)
-            bf16_model = self._bf16
-        fp32_model = self.seg.model if self.dtype == torch_.float32 else self.fp32_model(self.attn)
         self.say(f"dtype: vision encoder, float32 ({self.attn})")
-        fp32_s = self._vision_time(fp32_model, torch_.float32, f"vision-fp32-{self.attn}")
+        fp32_s = self.vision_time_for("float32")
         self.say(f"dtype: vision encoder, bfloat16 ({self.attn})")
-        bf16_s = self._vision_time(bf16_model, torch_.bfloat16, f"vision-bf16-{self.attn}")
+        bf16_s = self.vision_time_for("bfloat16")
 
         auto = resolve_dtype("auto", self.device)
         if self.device.type == "cuda":
@@ -577,6 +608,37 @@ class _Suite:
             "auto_reason": why,
             "agreement": agreement,
         }
+
+    def ort_mask_agreement(self, fp32_seg: Any, int8_seg: Any, folder: Path,
+                           agreement: Callable[[Any, Any], dict[str, Any]]) -> dict[str, Any]:
+        """Masks of ONNX Runtime fp32 and int8 against PyTorch fp32: on the model under test, or on the tiny
+        checkpoint (exported now) when the model under test is ``random`` (whose masks are noise)."""
+        from sam3studio.core import Segmenter
+        from sam3studio.loading import load_segmenter
+        from sam3studio.onnx.export import export_onnx
+        from sam3studio.onnx.runtime import load_onnx_segmenter
+
+        torch_ = self.torch
+        image = np.asarray(_bench_image((512, 512)))
+        if self.seg.source == "random":
+            self.say("onnxruntime: exporting the tiny checkpoint for the mask agreement")
+            tiny = self.tiny_path()
+            out = Path(self.tempdir()) / "tiny-onnx"
+            export_onnx(str(tiny), out, quantize="int8")
+            reference = load_segmenter(str(tiny), device="cpu", dtype="float32", translator="none", backend="torch")
+            fp32_seg = load_onnx_segmenter(str(out), device="cpu", dtype="float32")
+            int8_seg = load_onnx_segmenter(str(out), device="cpu", dtype="int8")
+            where = "tiny checkpoint (seed 0), exported in this run"
+        else:
+            model32 = self.seg.model if self.dtype == torch_.float32 else self.fp32_model(self.attn)
+            reference = Segmenter(model32, self.seg.processor, device="cpu", dtype=torch_.float32)
+            where = f"the model under test ({self.seg.source})"
+        runs = {name: seg.segment(image, list(AGREEMENT_PROMPTS), score_threshold=TINY_SCORE_THRESHOLD,
+                                  max_instances=None) for name, seg in (("torch", reference), ("ort_float32", fp32_seg),
+                                                                        ("ort_int8", int8_seg))}
+        return {"model": where, "prompts": list(AGREEMENT_PROMPTS), "score_threshold": TINY_SCORE_THRESHOLD,
+                "image": "astronaut 512x512", "ort_float32_vs_torch": agreement(runs["torch"], runs["ort_float32"]),
+                "ort_int8_vs_torch": agreement(runs["torch"], runs["ort_int8"])}
 
     # -------------------------------------------------------------- 3. post-processing
     def postprocess(self) -> dict[str, Any]:
@@ -766,15 +828,21 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
     Raises `BenchError` for bad options and `sam3studio.errors.ModelSourceError` when the model cannot load.
     """
     options.validate()
+    if options.backend == "onnxruntime" and "onnxruntime" not in options.only:
+        options.only = (*options.only, "onnxruntime")
     say = progress or (lambda _msg: None)
     suite = _Suite(options, say)
     try:
         load = suite.load()
         report: dict[str, Any] = {"meta": _meta(options, suite, load)}
-        explicit_api = options.only != SECTIONS and "api" in options.only
+        asked = tuple(name for name in options.only if name in SECTIONS)
+        explicit_api = asked != SECTIONS and "api" in asked
         runners: dict[str, Callable[[], dict[str, Any]]] = {
             "prompts": suite.prompts, "dtype": suite.dtype_section, "postprocess": suite.postprocess,
-            "api": suite.api, "tflops": suite.tflops, "memory": suite.memory,  # memory last: after everything ran
+            "api": suite.api, "tflops": suite.tflops,
+            "onnxruntime": lambda: onnxruntime_section(suite, count_flops=count_vision_flops, agreement=mask_agreement,
+                                                       prompts=BENCH_PROMPTS),
+            "memory": suite.memory,  # memory last: after everything ran
         }
         results: dict[str, Any] = {}
         for name, fn in runners.items():
@@ -786,7 +854,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] | None = No
             t = time.perf_counter()
             results[name] = fn()
             results[name]["section_s"] = time.perf_counter() - t
-        report.update({name: results[name] for name in SECTIONS if name in results})
+        report.update({name: results[name] for name in SECTIONS + EXTRA_SECTIONS if name in results})
         report["meta"]["total_s"] = sum(r.get("section_s", 0.0) for r in results.values()) + load["load_s"]
         return report
     finally:

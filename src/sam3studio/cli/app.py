@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from sam3studio import __version__
-from sam3studio.cli import agent, batch, bench, dataset, info, mcp, prompt, segment, serve, track
+from sam3studio.cli import agent, batch, bench, dataset, drift, export_onnx, info, mcp, prompt, segment, serve, track
 from sam3studio.cli import eval as eval_
 from sam3studio.cli.common import console, err_console
 
@@ -49,6 +49,8 @@ app.command("track")(track.track_command)
 app.command("bench")(bench.bench_command)
 app.command("mcp")(mcp.mcp_command)
 app.command("agent")(agent.agent_command)
+app.command("drift")(drift.drift_command)
+app.command("export-onnx")(export_onnx.export_onnx_command)
 app.add_typer(dataset.app, name="dataset")
 
 

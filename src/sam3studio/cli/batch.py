@@ -11,7 +11,18 @@ from typing import Annotated, Any
 
 import typer
 
-from sam3studio.cli.common import DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, plural, quiet_libraries
+from sam3studio.cli.common import (
+    BackendOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    console,
+    err_console,
+    fail,
+    model_line,
+    plural,
+    quiet_libraries,
+)
 from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
 
 __all__ = ["batch_command"]
@@ -92,6 +103,7 @@ def batch_command(
     model: ModelOpt = "facebook/sam3",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    backend: BackendOpt = "auto",
     translator: Annotated[str, typer.Option("--translator", help="Prompt translator: lexicon, none, or a MarianMT folder.",
                                             envvar="SAM3STUDIO_TRANSLATOR")] = "lexicon",
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks, library logs and Ray's progress.")] = False,
@@ -118,7 +130,7 @@ def batch_command(
         translations = [translate(q) for q in queries]  # an untranslatable prompt is a usage error, found up front
         limits = ReadLimits(max_bytes=int(max_mb * 1024 * 1024), max_pixels=max_pixels, url_timeout=url_timeout,
                             allow_private_urls=allow_private_urls)
-        spec = BatchSpec(prompts=tuple(queries), model=model, device=device, dtype=dtype, translator=translator,
+        spec = BatchSpec(prompts=tuple(queries), model=model, device=device, dtype=dtype, backend=backend, translator=translator,
                          threshold=threshold, mask_threshold=mask_threshold, max_instances=max_instances, limits=limits)
         plan = plan_batch(source, out, spec, shard_size=shard_size, fmt=fmt, overwrite=overwrite)
     except (Sam3StudioError, ValueError, OSError) as exc:
@@ -162,8 +174,7 @@ def _run(plan: Any, spec: Any, engine: str, ray_options: Any, *, model: str, out
     def on_start(what: Any) -> None:
         if engine == "local":
             info = what.segmenter.info()
-            progress.console.print(f"Model [bold]{escape(info['source'])}[/] on {info['device']} ({info['dtype']})",
-                                   highlight=False)
+            progress.console.print(model_line(info), highlight=False)
         else:
             res = ", ".join(f"{k} {v:g}" for k, v in sorted(what.items()) if k in ("CPU", "GPU"))
             progress.console.print(f"Ray: {escape(ray_address or 'local or RAY_ADDRESS')} ({res}); {num_workers} model actor(s), "

@@ -120,6 +120,9 @@ def bench_table(report: dict[str, Any]) -> Table:
         if "cuda_max_allocated_mb" in m["after_runs"]:
             table.add_row("", "CUDA max allocated", _mb(m["after_runs"]["cuda_max_allocated_mb"]), "", "", "")
         table.add_section()
+    if "onnxruntime" in report:
+        _ort_rows(table, report["onnxruntime"])
+        table.add_section()
     if "tflops" in report:
         tf = report["tflops"]
         table.add_row("tflops", "vision FLOPs / forward", _flops(tf["vision_flops"]), "", "", "")
@@ -133,6 +136,39 @@ def bench_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def _ort_rows(table: Table, r: dict[str, Any]) -> None:
+    """The onnxruntime section: GEMM ceilings, vision encoder on both backends, profile, K=1/K=5, agreement."""
+    g = r["gemm"]
+    m, k, n = g["shape_mkn"]
+    table.add_row("onnxruntime", f"GEMM {m}x{k}x{n}: torch fp32 / bf16", _rate(g["torch_float32"]),
+                  _rate(g["torch_bfloat16"]), "", "[dim]measured in this run[/]")
+    table.add_row("", "GEMM: ORT fp32 / int8", _rate(g["ort_float32"]), _rate(g["ort_int8"]), "", "")
+    for row in r["vision"]:
+        table.add_row("", f"vision, {row['run']}", _s(row["vision_s"]), _rate(row["achieved_tflops"]),
+                      f"{row['of_gemm']:.0%} of GEMM", "")
+    goals = r["goals"]
+    f, q = goals["fp32_vs_torch_fp32"], goals["int8_vs_torch_bf16"]
+    table.add_row("", "ORT fp32 / PyTorch fp32 time", "", "", f"{f['ratio']:.2f}x", _goal(f["goal_met"], f"<= {f['goal']:g}x"))
+    table.add_row("", "PyTorch bf16 / ORT int8 time", "", "", f"{q['ratio']:.2f}x", _goal(q["goal_met"], f">= {q['goal']:g}x"))
+    for name, prof in r["profile"].items():
+        top = ", ".join(f"{op['op']} {op['share']:.0%}" for op in prof["top_ops"][:4])
+        table.add_row("", f"where {name} vision time goes", _s(prof["node_s"]), "", "", f"[dim]{top}[/]")
+    for row in r["end_to_end"]:
+        table.add_row("", f"K={row['k']}: torch / ORT fp32 / ORT int8",
+                      f"{_s(row['torch_s'])} / {_s(row['ort_float32_s'])} / {_s(row['ort_int8_s'])}", "", "",
+                      f"[dim]engine {r['engine_dtype']}, cold cache[/]")
+    c = r["feature_cosine"]
+    table.add_row("", "feature cosine: ORT fp32 vs torch / int8 vs fp32",
+                  f"{c['ort_float32_vs_torch_float32']:.6f} / {c['ort_int8_vs_ort_float32']:.6f}", "", "", "")
+    masks = r["masks"]
+    for name in ("ort_float32_vs_torch", "ort_int8_vs_torch"):
+        a = masks[name]
+        iou = "n/a" if a["mean_iou"] is None else f"{a['mean_iou']:.4f}"
+        table.add_row("", f"masks {name.replace('_vs_torch', '')} vs torch", f"IoU {iou}",
+                      f"{a['matched']} matched of {a['reference_instances']}/{a['other_instances']}", "",
+                      f"[dim]{masks['model']}[/]")
+
+
 def bench_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Hub id, local directory, modelscope:<id>, or 'random' "
                                        "(full-size SAM 3, untrained weights: timings only).")] = "random",
@@ -143,11 +179,16 @@ def bench_command(
                                                 show_default="3, 1 with --quick")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="K = 1 and 5 prompts only, 1 repeat, no API section.")] = False,
     only: Annotated[str | None, typer.Option("--only", help="Comma list of sections: prompts, dtype, postprocess, api, "
-                                             "memory, tflops.", show_default=False)] = None,
+                                             "memory, tflops, onnxruntime.", show_default=False)] = None,
     image_size: Annotated[str, typer.Option("--image-size", help="WIDTHxHEIGHT of the benchmark photo.")] = "1920x1080",
     baseline_budget: Annotated[float, typer.Option("--baseline-budget", help="Seconds the baseline may take at K > 1; "
                                                    "beyond it, K x the measured single call is reported (labelled).")]
     = 120.0,
+    backend: Annotated[str, typer.Option("--backend", help="torch, or onnxruntime: add the onnxruntime section (the "
+                                         "model exported in the run, fp32 and int8, timed beside PyTorch).")] = "torch",
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="With --backend onnxruntime: an export of the same weights "
+                                              "(skips the export; not for 'random', whose weights are new each run).",
+                                              show_default=False)] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure to this JSON file.",
                                                   show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library logs.")] = False,
@@ -162,7 +203,8 @@ def bench_command(
         options = BenchOptions(model=model, device=device, dtype=dtype, quick=quick,
                                repeats=repeats if repeats is not None else (1 if quick else 3),
                                only=parse_only(only), image_size=parse_image_size(image_size),
-                               baseline_budget_s=baseline_budget)
+                               baseline_budget_s=baseline_budget, backend=backend,
+                               onnx=str(onnx) if onnx is not None else None)
         options.validate()
         if json_out is not None and json_out.is_dir():
             raise BenchError(f"--json {json_out} is a folder; give a file name")

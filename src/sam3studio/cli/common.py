@@ -15,8 +15,8 @@ import rich.markup
 import typer
 from rich.console import Console
 
-__all__ = ["DebugOpt", "DeviceOpt", "DtypeOpt", "ModelOpt", "TranslatorOpt", "console", "err_console", "fail",
-           "plural", "quiet_libraries", "setting_option"]
+__all__ = ["BackendOpt", "DebugOpt", "DeviceOpt", "DtypeOpt", "ModelOpt", "TranslatorOpt", "console", "err_console", "fail",
+           "model_line", "plural", "quiet_libraries", "setting_option"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,7 +24,10 @@ err_console = Console(stderr=True)
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local directory, modelscope:<id>, or 'random'.",
                                        envvar="SAM3STUDIO_MODEL")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", envvar="SAM3STUDIO_DEVICE")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16.", envvar="SAM3STUDIO_DTYPE")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16 (onnxruntime backend: auto, "
+                                       "float32, float16 or int8).", envvar="SAM3STUDIO_DTYPE")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="torch, onnxruntime, or auto (onnxruntime for a folder written "
+                                         "by export-onnx).", envvar="SAM3STUDIO_BACKEND")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library logs.")]
 TranslatorOpt = Annotated[str, typer.Option("--translator", help="Prompt translator: lexicon (Chinese to English, offline), "
                                             "none, or a local MarianMT folder.", envvar="SAM3STUDIO_TRANSLATOR")]
@@ -68,6 +71,13 @@ def setting_option(name: str, *flags: str, help: str) -> Any:
     default = field.default
     shown = "unset" if default is None else str(default.value if hasattr(default, "value") else default)
     return typer.Option(*flags, help=help, envvar=f"SAM3STUDIO_{name.upper()}", show_envvar=True, show_default=shown)
+
+
+def model_line(info: dict[str, str]) -> str:
+    """``Model SRC on cpu (float32)``, with the backend and its vision graph when not PyTorch (Rich markup, escaped)."""
+    extra = f", {info['backend']}, vision encoder {info.get('vision_encoder', '?')}" if "backend" in info else ""
+    return (f"Model [bold]{rich.markup.escape(info['source'])}[/] on {info['device']} "
+            f"({info['dtype']}{rich.markup.escape(extra)})")
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

@@ -11,7 +11,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sam3studio.cli.common import DebugOpt, DeviceOpt, DtypeOpt, ModelOpt, console, err_console, fail, plural, quiet_libraries
+from sam3studio.cli.common import (
+    BackendOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    console,
+    err_console,
+    fail,
+    model_line,
+    plural,
+    quiet_libraries,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -136,17 +148,16 @@ def _progress(total: int, unit: str) -> Progress:
                     console=console, disable=total < 2)
 
 
-def _load_segmenter(model: str, device: str, dtype: str, debug: bool) -> Segmenter:
+def _load_segmenter(model: str, device: str, dtype: str, debug: bool, backend: str = "auto") -> Segmenter:
     from sam3studio.errors import InputError, ModelSourceError
     from sam3studio.loading import load_segmenter
 
     with console.status(f"Loading SAM 3 from [bold]{model}[/] …"):
         try:
-            segmenter = load_segmenter(model, device=device, dtype=dtype)
+            segmenter = load_segmenter(model, device=device, dtype=dtype, backend=backend)
         except (ModelSourceError, InputError) as exc:
             raise fail(str(exc), debug) from None
-    info = segmenter.info()
-    console.print(f"Model [bold]{info['source']}[/] on {info['device']} ({info['dtype']})", highlight=False)
+    console.print(model_line(segmenter.info()), highlight=False)
     return segmenter
 
 
@@ -263,6 +274,17 @@ def _write_image_outputs(report: EvalReport, clicks: dict[str, Any] | None, data
     return [out / "report.json", html, *plots]
 
 
+def _save_baseline(dataset: EvalDataset, predictions: Any, threshold: float, path: Path) -> None:
+    """The drift baseline of this run: what a server answering with ``threshold`` would have seen."""
+    from sam3studio.evaluation.predictions import pair_outcomes
+    from sam3studio.observability.drift import Distributions, normalize_prompt, outcome
+
+    dist = Distributions()
+    for prompt, presence, scores in pair_outcomes(dataset, predictions, threshold):
+        dist.add(normalize_prompt(prompt), *outcome(presence, scores))
+    dist.save_baseline(path, source=f"sam3studio eval {dataset.source} (threshold {threshold:g})")
+
+
 def eval_command(
     gt: Annotated[Path, typer.Argument(help="Ground truth: COCO instances, SA-Co, or YouTube-VIS (video) JSON.",
                                        show_default=False)],
@@ -276,6 +298,10 @@ def eval_command(
                                                      show_default=False)] = None,
     save_predictions: Annotated[Path | None, typer.Option("--save-predictions", help="Write this run's predictions "
                                                           "to this JSON file.", show_default=False)] = None,
+    save_baseline: Annotated[Path | None, typer.Option("--save-baseline", help="Write a drift baseline (per prompt: "
+                                                       "presence, top score and instance count at --threshold) to "
+                                                       "this JSON file, for `sam3studio drift --baseline`.",
+                                                       show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, report.html and the plots.")]
     = Path("sam3studio-eval"),
     threshold: Annotated[float, typer.Option("--threshold", "-t", help="Detection threshold for the presence, cgF1 "
@@ -289,6 +315,7 @@ def eval_command(
     model: ModelOpt = "facebook/sam3",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    backend: BackendOpt = "auto",
     debug: DebugOpt = False,
 ) -> None:
     """Measure the model on labelled data: images (COCO, SA-Co: AP, presence F1, cgF1, a threshold sweep, where it
@@ -316,6 +343,8 @@ def eval_command(
         dataset = load_ground_truth(gt, images, fmt, names).subset(limit)
         if isinstance(dataset, VideoDataset) and clicks:
             raise EvalDataError("--clicks needs image ground truth (COCO or SA-Co with masks), not video")
+        if isinstance(dataset, VideoDataset) and save_baseline is not None:
+            raise EvalDataError("--save-baseline needs image ground truth (COCO or SA-Co): drift is watched on images")
         saved = None
         if predictions is not None and not isinstance(dataset, VideoDataset):
             saved = Predictions.load(predictions)
@@ -327,7 +356,7 @@ def eval_command(
         return
     if saved is None or clicks:  # before loading a model: a missing image is a bad input
         _check_images(dataset, debug)
-    segmenter = _load_segmenter(model, device, dtype, debug) if saved is None or clicks else None
+    segmenter = _load_segmenter(model, device, dtype, debug, backend) if saved is None or clicks else None
     # clicks first: a checkpoint without the tracker fails before the long detection pass
     click_results = _run_clicks(segmenter, dataset, max_clicks, mask_threshold, model, debug) if clicks else None
     if saved is None:
@@ -341,6 +370,8 @@ def eval_command(
     try:
         report = evaluate(dataset, saved, score_threshold=threshold)
         written = _write_image_outputs(report, click_results, dataset, out)
+        if save_baseline is not None:
+            _save_baseline(dataset, saved, threshold, save_baseline)
     except (Sam3StudioError, ValueError, OSError) as exc:
         raise fail(str(exc), debug) from None
 
@@ -351,6 +382,5 @@ def eval_command(
                       f"mIoU after 1 / {max_clicks} clicks {_fmt((click_results['miou_at_clicks'] or [None])[0])} / "
                       f"{_fmt((click_results['miou_at_clicks'] or [None])[-1])} ({click_results['objects']} objects)",
                       highlight=False)
-    if save_predictions is not None:
-        written.append(save_predictions)
+    written += [p for p in (save_predictions, save_baseline) if p is not None]
     console.print("Wrote " + ", ".join(str(p) for p in written), highlight=False, soft_wrap=True)

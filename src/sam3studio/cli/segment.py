@@ -19,6 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sam3studio.cli.common import (
+    BackendOpt,
     DebugOpt,
     DeviceOpt,
     DtypeOpt,
@@ -27,6 +28,7 @@ from sam3studio.cli.common import (
     console,
     err_console,
     fail,
+    model_line,
     plural,
     quiet_libraries,
 )
@@ -94,6 +96,7 @@ def segment(
     model: ModelOpt = "facebook/sam3",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    backend: BackendOpt = "auto",
     translator: TranslatorOpt = "lexicon",
     debug: DebugOpt = False,
 ) -> None:
@@ -126,11 +129,11 @@ def segment(
 
         with console.status(f"Loading SAM 3 from [bold]{model}[/] …"):
             try:
-                segmenter = load_segmenter(model, device=device, dtype=dtype, translator=translator)
+                segmenter = load_segmenter(model, device=device, dtype=dtype, translator=translator, backend=backend)
             except (ModelSourceError, InputError) as exc:
                 raise fail(str(exc), debug) from None
         info = segmenter.info()
-        console.print(f"Model [bold]{info['source']}[/] on {info['device']} ({info['dtype']})", highlight=False)
+        console.print(model_line(info), highlight=False)
         try:  # translate once up front: an untranslatable prompt is a usage error, not a per-image failure
             translations = [segmenter.translator(q) for q in queries]
         except Sam3StudioError as exc:

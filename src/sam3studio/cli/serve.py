@@ -25,6 +25,8 @@ def serve(
     port: Annotated[int | None, setting_option("port", "--port", help="Port.")] = None,
     device: Annotated[str | None, setting_option("device", "--device", help="auto, cpu, cuda, cuda:N or mps.")] = None,
     dtype: Annotated[str | None, setting_option("dtype", "--dtype", help="auto, float32, bfloat16 or float16.")] = None,
+    backend: Annotated[str | None, setting_option("backend", "--backend", help="torch, onnxruntime, or auto (onnxruntime "
+                                                  "for a folder written by export-onnx).")] = None,
     translator: Annotated[str | None, setting_option("translator", "--translator",
                                                      help="lexicon, none, or a MarianMT folder.")] = None,
     lang: Annotated[str | None, setting_option("lang", "--lang", help="UI language: auto (the browser's), en or zh.")] = None,
@@ -51,7 +53,7 @@ def serve(
     from sam3studio.settings import Settings
 
     overrides = {k: v for k, v in {"model": model, "host": host, "port": port, "device": device, "dtype": dtype,
-                                                   "translator": translator, "lang": lang,
+                                                   "backend": backend, "translator": translator, "lang": lang,
                                                    "api_key": api_key, "ui_auth": ui_auth}.items()
                  if v is not None}
     if dataset:
@@ -64,22 +66,32 @@ def serve(
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), debug, code=2) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
     from sam3studio.api import create_app
+    from sam3studio.observability.logs import configure_logging
 
-    for warning in access_warnings(settings):
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    console.print(f"Loading SAM 3 from [bold]{settings.model}[/] in the background; "
-                  f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
+    configure_logging(settings.log_format)
+    if settings.log_format == "json":  # every line a JSON object: the banner and warnings become log records
+        log = logging.getLogger("sam3studio.serve")
+        for warning in access_warnings(settings):
+            log.warning(warning)
+        log.info("serving on http://%s:%d/ (UI at /, API docs at /docs); loading SAM 3 from %s in the background",
+                 settings.host, settings.port, settings.model)
+    else:
+        for warning in access_warnings(settings):
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"Loading SAM 3 from [bold]{settings.model}[/] in the background; "
+                      f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
+    # JSON lines: uvicorn's own records go through our handler too (no log config of its own).
+    log_config = {"log_config": None} if settings.log_format == "json" else {}
     from sam3studio.errors import Sam3StudioError
 
     try:
         app = create_app(settings)
     except Sam3StudioError as exc:  # e.g. a --dataset folder that is not a dataset
         raise fail(str(exc), debug, code=2) from None
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if debug else "warning")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if debug else "warning", **log_config)
 
 
 def access_warnings(settings) -> list[str]:
