@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     min_free_disk_mb: float = Field(1024.0, ge=0, description="New video jobs are refused (507) when the data "
                                     "dir has less free space than this")
 
+    # Data engine (the UI's Review tab and /api/v1/datasets): dataset folders made by `sam3studio dataset label/import`.
+    datasets: list[Path] = Field(default_factory=list, description="Dataset folders to serve for review "
+                                 "(env: a JSON list)")
+
     lang: Literal["auto", "en", "zh"] = Field("auto", description="UI language; 'auto' follows the browser's Accept-Language")
 
     # Observability (docs/operations.md): Prometheus metrics, request ids and logs, result drift.

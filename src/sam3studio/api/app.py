@@ -26,12 +26,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.routing import Route
 
 from sam3studio import __version__
-from sam3studio.api import docs, images, system, videos
+from sam3studio.api import datasets, docs, images, system, videos
 from sam3studio.api.bodies import add_body_schemas
 from sam3studio.api.deps import api_key_checker, require_api_key_asgi
 from sam3studio.api.errors import install_handlers, route_methods
 from sam3studio.api.limits import BodyLimitMiddleware, body_limits
 from sam3studio.api.schemas import ErrorResponse
+from sam3studio.dataset.review import DatasetRegistry
 from sam3studio.jobs import JobRunner
 from sam3studio.llm.inputs import PathPolicy
 from sam3studio.llm.mcp_server import HttpEndpoint, build_server
@@ -82,7 +83,7 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     auth: dict[int | str, dict[str, Any]] = (
         {401: {"model": ErrorResponse, "description": "missing or wrong API key"}} if protected else {})
     app.include_router(system.public, prefix=API_PREFIX)
-    routers = (system.protected, images.router, videos.router)
+    routers = (system.protected, images.router, videos.router, datasets.router)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX, dependencies=protected, responses=auth)
     app.state.route_methods = route_methods(API_PREFIX, (system.public, *routers))
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
     )
     app.state.settings, app.state.service, app.state.jobs = settings, service, jobs
     app.state.body_limits = body_limits(settings, API_PREFIX)
+    app.state.datasets = DatasetRegistry(settings.datasets)  # the folders of `serve --dataset`, by id
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     install_handlers(app)
     docs.add_docs(app)
@@ -137,7 +139,7 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         app.mount(FONTS_URL, StaticFiles(directory=FONTS_DIR), name="ui-fonts")  # before the UI takes "/"
         # Gradio's file limit is one for the whole page: the largest a tab accepts (the Video tab's videos);
         # the image tab's handlers refuse images over max_upload_mb when they decode them.
-        app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs), path="/",
+        app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs, datasets=app.state.datasets), path="/",
                                   max_file_size=max(settings.max_upload_bytes, settings.max_video_bytes),
                                   footer_links=["api"], show_error=False, auth=settings.ui_credentials(),
                                   auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.",

@@ -200,3 +200,103 @@ class Info(BaseModel):
                                         "(`routes`: path, content type, limit) and for every other path (`default`)")
     queue: QueueState
     rss_mb: float | None = Field(None, description="resident memory of the server process (Linux)")
+
+
+# ---------------------------------------------------------------------------- datasets (/api/v1/datasets)
+DatasetState = Literal["unreviewed", "accepted", "corrected", "skipped"]
+
+
+class DatasetProgress(BaseModel):
+    unreviewed: int
+    accepted: int
+    corrected: int
+    skipped: int
+    total: int
+    reviewed: int = Field(description="accepted + corrected")
+
+
+class DatasetInfo(BaseModel):
+    id: str = Field(description="How routes name the dataset (from its folder name)")
+    name: str
+    classes: list[str] = Field(description="Class names by index")
+    progress: DatasetProgress
+    schema_version: int
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetInfo]
+
+
+class DatasetImageRow(BaseModel):
+    id: int
+    name: str
+    state: DatasetState
+    version: int
+    instances: int
+    width: int | None
+    height: int | None
+
+
+class DatasetImagePage(BaseModel):
+    images: list[DatasetImageRow]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last one")
+    total: int | None = Field(description="Images matching the filter (null when not counted: see `with_total`)")
+
+
+class DatasetInstance(BaseModel):
+    id: int
+    class_id: int
+    class_name: str
+    score: float | None = Field(description="The model's score; null for imported or hand-made instances")
+    origin: str = Field(description="model, import, text, box, clicks or api")
+    box_xyxy: list[float] = Field(min_length=4, max_length=4)
+    area: int
+    mask: Any = Field(None, description="In `mask_format`: COCO RLE (default), polygons, or null (none, or box only)")
+
+
+class DatasetImage(BaseModel):
+    id: int
+    name: str
+    width: int | None
+    height: int | None
+    state: DatasetState
+    version: int = Field(description="Send it back with every change: a stale version answers 409")
+    proposed: bool = Field(description="The model's proposals are stored")
+    missing: bool = Field(description="The image file is not where the dataset says (moved or deleted)")
+    error: str | None = Field(description="Why the last label run could not read the image")
+    instances: list[DatasetInstance]
+
+
+class VersionedChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=0, description="The image version this change was made on (from GET)")
+
+
+class InstanceCreate(VersionedChange):
+    class_name: str = Field(description="One of the dataset's classes")
+    mask: RLE | None = Field(None, description="The mask as COCO RLE of the image's size")
+    box: list[float] | None = Field(None, min_length=4, max_length=4, description="XYXY box (for a box-only instance)")
+
+    @model_validator(mode="after")
+    def _mask_or_box(self) -> InstanceCreate:
+        if (self.mask is None) == (self.box is None):
+            raise ValueError("give exactly one of `mask` (COCO RLE) or `box` ([x1, y1, x2, y2])")
+        return self
+
+
+class InstanceUpdate(VersionedChange):
+    class_name: str | None = Field(None, description="The new class")
+    mask: RLE | None = Field(None, description="The new mask (COCO RLE)")
+    box: list[float] | None = Field(None, min_length=4, max_length=4, description="A new box (makes it box-only)")
+
+    @model_validator(mode="after")
+    def _something(self) -> InstanceUpdate:
+        if self.class_name is None and self.mask is None and self.box is None:
+            raise ValueError("give `class_name`, `mask` or `box`")
+        if self.mask is not None and self.box is not None:
+            raise ValueError("give `mask` or `box`, not both")
+        return self
+
+
+class StateChange(VersionedChange):
+    state: DatasetState

@@ -13,7 +13,21 @@ from typing import Annotated
 import typer
 
 from sam3studio import __version__
-from sam3studio.cli import agent, batch, bench, drift, export_onnx, finetune, info, mcp, prompt, segment, serve, track
+from sam3studio.cli import (
+    agent,
+    batch,
+    bench,
+    dataset,
+    drift,
+    export_onnx,
+    finetune,
+    info,
+    mcp,
+    prompt,
+    segment,
+    serve,
+    track,
+)
 from sam3studio.cli import eval as eval_
 from sam3studio.cli.common import console, err_console
 
@@ -52,6 +66,7 @@ app.command("agent")(agent.agent_command)
 app.command("drift")(drift.drift_command)
 app.command("export-onnx")(export_onnx.export_onnx_command)
 app.command("finetune")(finetune.finetune_command)
+app.add_typer(dataset.app, name="dataset")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,6 +34,9 @@ def serve(
                                                   "(X-API-Key or Bearer). Prefer the environment variable: argv is "
                                                   "visible to other users.")] = None,
     ui_auth: Annotated[str | None, setting_option("ui_auth", "--ui-auth", help="user:password the web UI asks for.")] = None,
+    dataset: Annotated[list[Path] | None, typer.Option("--dataset", help="A dataset folder to review in the UI's "
+                                                       "Review tab and /api/v1/datasets (repeatable; env: "
+                                                       "SAM3STUDIO_DATASETS as a JSON list).", show_default=False)] = None,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the REST API only (env: SAM3STUDIO_UI=false).")] = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the vision encoder (faster per image "
                                                 "after a slow first one; needs a C/C++ compiler on the CPU; env: "
@@ -52,6 +56,8 @@ def serve(
                                                    "backend": backend, "translator": translator, "lang": lang,
                                                    "api_key": api_key, "ui_auth": ui_auth}.items()
                  if v is not None}
+    if dataset:
+        overrides["datasets"] = dataset
     if no_ui:
         overrides["ui"] = False
     if compile_model:
@@ -79,8 +85,13 @@ def serve(
                       f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
     # JSON lines: uvicorn's own records go through our handler too (no log config of its own).
     log_config = {"log_config": None} if settings.log_format == "json" else {}
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info" if debug else "warning",
-                **log_config)
+    from sam3studio.errors import Sam3StudioError
+
+    try:
+        app = create_app(settings)
+    except Sam3StudioError as exc:  # e.g. a --dataset folder that is not a dataset
+        raise fail(str(exc), debug, code=2) from None
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if debug else "warning", **log_config)
 
 
 def access_warnings(settings) -> list[str]:

@@ -8,18 +8,20 @@ from typing import Any
 
 import gradio as gr
 
+from sam3studio.dataset.review import DatasetRegistry
 from sam3studio.jobs import JobRunner
 from sam3studio.service import SegmentService
 from sam3studio.ui.common import Relabel, UiContext, display_source, plain
 from sam3studio.ui.i18n import LANGUAGES, normalize, pick_language
 from sam3studio.ui.i18n import text as t
 from sam3studio.ui.image_tab import UNTRAINED_THRESHOLD, image_tab
+from sam3studio.ui.review_tab import review_tab
 from sam3studio.ui.video_tab import video_tab
 
 BANNER_POLL_S = 2.0  # how often a page asks for the banner while the model loads
 
 # The tabs in page order: each builds its tab from the context and returns its relabel rows.
-TABS: tuple[Callable[[UiContext], list[Relabel]], ...] = (image_tab, video_tab)
+TABS: tuple[Callable[[UiContext], list[Relabel]], ...] = (image_tab, video_tab, review_tab)
 
 
 def model_banner(service: SegmentService, lang: str) -> str:
@@ -58,11 +60,13 @@ def relabel_handler(labelled: Sequence[Relabel]) -> Callable[..., dict[Any, Any]
     return relabel
 
 
-def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Blocks:
+def build_ui(service: SegmentService, jobs: JobRunner | None = None,
+             datasets: DatasetRegistry | None = None) -> gr.Blocks:
     """The Blocks app. Every handler goes through ``service`` (shared admission gate, limits).
 
     The Video tab submits to ``jobs``, the same `JobRunner` as ``POST /api/v1/videos`` (one worker,
     one bounded queue); without one, a runner on ``settings.data_dir`` is started on the first video.
+    The Review tab shows ``datasets`` (the same registry as ``/api/v1/datasets``); without any it is left out.
 
     Every word on the page comes from `sam3studio.ui.i18n`; the language switch relabels the page in
     place, and a page opens in ``settings.lang`` or, when that is "auto", the browser's language.
@@ -75,11 +79,11 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
             lang_radio = gr.Radio([(name, code) for code, name in LANGUAGES.items()], value=first_lang,
                                   label=t(first_lang, "language"), elem_id="language", scale=0, min_width=240)
         banner = gr.Markdown(model_banner(service, first_lang), elem_id="model-banner")
-        ctx = UiContext(service, language=lang_radio, first_lang=first_lang, jobs=jobs)
+        ctx = UiContext(service, language=lang_radio, first_lang=first_lang, jobs=jobs, datasets=datasets)
         labelled = [Relabel(intro, plain("intro")),
                     Relabel(lang_radio, lambda lang: gr.update(value=lang, label=t(lang, "language"))),
                     Relabel(banner, lambda lang: model_banner(service, lang))]
-        with gr.Tabs():
+        with gr.Tabs(selected="review" if datasets else None):  # a server given datasets opens on Review
             for tab in TABS:
                 labelled += tab(ctx)
         relabel = relabel_handler(labelled)

@@ -20,6 +20,7 @@ from typing import Any
 
 import gradio as gr
 
+from sam3studio.dataset.review import DatasetRegistry
 from sam3studio.errors import NotReady
 from sam3studio.jobs import JobRunner
 from sam3studio.service import SegmentService
@@ -74,12 +75,13 @@ def session_of(request: gr.Request | None) -> str | None:
 class UiContext:
     """What a tab builder needs from the page: the service (every handler goes through it), the settings,
     the download folders, the language the page is built in, the language switch (an input of every handler
-    that answers in words) and the video job runner (`job_runner`)."""
+    that answers in words), the video job runner (`job_runner`) and the datasets to review (`serve --dataset`)."""
 
     service: SegmentService
     language: gr.Radio
     first_lang: str
     jobs: JobRunner | None = None
+    datasets: DatasetRegistry | None = None
     run_dirs: RunDirs = field(default_factory=RunDirs)
     _runner_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
