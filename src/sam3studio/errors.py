@@ -52,3 +52,27 @@ class Cancelled(Sam3StudioError):
 
 class JobNotFound(Sam3StudioError):
     """No job with this id (never created, or deleted). Maps to HTTP 404."""
+
+
+class SessionNotFound(Sam3StudioError):
+    """No video session with this id (never created, or closed). Maps to HTTP 404."""
+
+
+class SessionGone(Sam3StudioError):
+    """The video session ended (idle timeout or a server restart); its last export may remain. Maps to HTTP 410."""
+
+
+class SessionBusy(Sam3StudioError):
+    """The video session is propagating; inputs wait until it is done. Maps to HTTP 409."""
+
+
+class UnknownObject(Sam3StudioError):
+    """No object with this id in the video session. Maps to HTTP 404."""
+
+
+class FrameOutOfRange(InputError):
+    """A frame index outside the video. Maps to HTTP 400 (code ``frame_out_of_range``)."""
+
+
+class NotPropagated(SessionBusy):
+    """A session's result asked for before any propagation ended. Maps to HTTP 409 (code ``not_ready``)."""

@@ -13,6 +13,8 @@ gets it, and `write_tracking` drives a `TrackingRun` once through all of them. W
   per frame. Per-track files rather than one label map per frame: no limit on track ids or overlap
   (tracks may overlap; a label map would have to pick one), and each file is a plain mask any tool
   reads. Frames with no instance get no folder (``frames.jsonl`` lists every processed frame).
+- ``ytvis.json``: optional (format ``ytvis``): every track in YouTube-VIS layout (`sam3studio.video.ytvis`),
+  written when the run ends, for `sam3studio eval` and other video-instance tools.
 - ``summary.json``: written last, atomically: video info, prompts with their track counts (``count``), per-track
   summaries, frames processed, ``completed`` (false when the run was stopped, interrupted or failed)
   and timings.
@@ -36,6 +38,7 @@ import numpy as np
 
 from sam3studio.io.files import atomic_write_json
 from sam3studio.video.results import FrameResult, summarize_tracks
+from sam3studio.video.ytvis import YTVIS_NAME, YtvisSink
 
 __all__ = [
     "FORMATS",
@@ -46,7 +49,7 @@ __all__ = [
     "write_tracking",
 ]
 
-FORMATS = ("jsonl", "summary", "mp4", "masks")
+FORMATS = ("jsonl", "summary", "mp4", "masks", "ytvis")
 """Every output `write_tracking` knows (``masks`` may also be asked for with ``masks=True``)."""
 
 JSONL_NAME = "frames.jsonl"
@@ -417,6 +420,12 @@ def write_tracking(
         if "masks" in wanted:
             sinks.append(MaskPngSink(out / MASKS_DIR))
             outputs["masks"] = MASKS_DIR
+        if "ytvis" in wanted:
+            (out / YTVIS_NAME).unlink(missing_ok=True)
+            sinks.append(YtvisSink(out / YTVIS_NAME, Path(str(getattr(video, "path", None) or out.name)).stem or "video",
+                                   getattr(video, "width", 0) or 0, getattr(video, "height", 0) or 0,
+                                   getattr(run, "file_names", None)))
+            outputs["ytvis"] = YTVIS_NAME
         frames = iter(run)
         while True:
             if should_stop is not None and should_stop():
