@@ -21,7 +21,7 @@ from sam3studio.jobs import JobRunner
 from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
 
-__all__ = ["api_key_checker", "get_runner", "get_service", "get_settings", "run_unless_gone"]
+__all__ = ["api_key_checker", "get_runner", "get_service", "get_sessions", "get_settings", "run_unless_gone"]
 
 T = TypeVar("T")
 
@@ -48,6 +48,11 @@ def get_runner(request: Request) -> JobRunner:
         raise ApiError(503, "not_ready", "video jobs are unavailable: " + (getattr(jobs, "start_error", None)
                        or "the job runner is not running"), {"Retry-After": "10"})
     return jobs
+
+
+def get_sessions(request: Request) -> Any:
+    """The video session manager (`sam3studio.sessions.SessionManager`)."""
+    return request.app.state.sessions
 
 
 def api_key_checker(settings: Settings):

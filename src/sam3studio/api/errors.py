@@ -1,7 +1,7 @@
 """The API's one error envelope, ``{"error": {"code": "...", "message": "..."}}``, and the handlers that produce it.
 
 Library errors map to statuses here, in one table (`to_api_error`): 400 bad input, 404 unknown job,
-409 a feature the checkpoint lacks, 413 too large, 503 busy / not ready / out of memory (with
+session or object, 409 a feature the checkpoint lacks or a busy session, 410 an ended session, 413 too large, 503 busy / not ready / out of memory (with
 Retry-After). Any other exception is a bug of ours: logged, answered 500 without details.
 """
 
@@ -20,15 +20,21 @@ from starlette.routing import Match, compile_path
 
 from sam3studio.errors import (
     Cancelled,
+    FrameOutOfRange,
     InputError,
     InputTooLargeError,
     JobNotFound,
     ModelSourceError,
+    NotPropagated,
     NotReady,
     OutOfMemory,
     Overloaded,
     Sam3StudioError,
+    SessionBusy,
+    SessionGone,
+    SessionNotFound,
     TrackerUnavailable,
+    UnknownObject,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,9 @@ def to_api_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, JobNotFound):
         return ApiError(404, "not_found", str(exc))
+    session_error = _session_error(exc)
+    if session_error is not None:
+        return session_error
     if isinstance(exc, Overloaded):
         return ApiError(503, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, NotReady):
@@ -74,6 +83,23 @@ def to_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, Sam3StudioError):
         return ApiError(400, "bad_request", str(exc))
     raise exc
+
+
+def _session_error(exc: Exception) -> ApiError | None:
+    """Video sessions' errors: 404 unknown session or object, 410 ended, 409 busy or not propagated, 400 frame."""
+    if isinstance(exc, SessionNotFound):
+        return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, UnknownObject):
+        return ApiError(404, "unknown_object", str(exc))
+    if isinstance(exc, SessionGone):
+        return ApiError(410, "gone", str(exc))
+    if isinstance(exc, NotPropagated):
+        return ApiError(409, "not_ready", str(exc), {"Retry-After": "2"})
+    if isinstance(exc, SessionBusy):
+        return ApiError(409, "busy", str(exc), {"Retry-After": "2"})
+    if isinstance(exc, FrameOutOfRange):
+        return ApiError(400, "frame_out_of_range", str(exc))
+    return None
 
 
 def validation_message(exc: ValidationError | RequestValidationError) -> str:
