@@ -274,6 +274,9 @@ def test_a_session_opens_on_a_done_video_job(tmp_path, tiny_video_checkpoint, vi
         expected = np.zeros((H, W), bool)
         expected[20:50, 10:40] = True
         np.testing.assert_array_equal(rle_to_mask(frame["instances"][0]["mask"]), expected)
+        ytvis = client.get(f"/api/v1/videos/{job_id}/result", params={"format": "ytvis"}).json()
+        assert [a["id"] for a in ytvis["annotations"]] == [3] and ytvis["categories"][0]["name"] == "red car"
+        assert ytvis["videos"][0]["file_names"][:2] == [f"{job_id}/00000.jpg", f"{job_id}/00001.jpg"]
         _error(client.post(API, json={"job_id": "f" * 32}), 404, "not_found")
         queued = runner.store.create({"prompts": ["x"]}, state="queued")
         assert "queued" in _error(client.post(API, json={"job_id": queued["id"]}), 400, "bad_input")

@@ -110,12 +110,15 @@ def write_ytvis(path: str | Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def jsonl_to_ytvis(folder: str | Path) -> dict[str, Any]:
-    """YouTube-VIS of a finished tracking run's folder (``frames.jsonl`` + ``summary.json``), e.g. a video job's."""
+def jsonl_to_ytvis(folder: str | Path, video_name: str | None = None) -> dict[str, Any]:
+    """YouTube-VIS of a finished tracking run's folder (``frames.jsonl`` + ``summary.json``), e.g. a video job's.
+
+    ``video_name`` (default: the source video's file stem) names the video and prefixes its file names.
+    """
     folder = Path(folder)
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     video = summary.get("video") or {}
-    name = Path(str(video.get("path") or folder.name)).stem or "video"
+    name = video_name or Path(str(video.get("path") or folder.name)).stem or "video"
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
 
     def frames() -> Iterable[dict[str, Any]]:
