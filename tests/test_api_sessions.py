@@ -172,6 +172,7 @@ def test_typed_errors_the_session_bound_and_a_busy_session(tmp_path, tiny_video_
         assert [f["frame"] for f in result["frames"]] == list(range(8)) and "/" not in result["summary"]["video"]["path"]
         overlay = client.get(f"{API}/{sid}/overlay.mp4")
         assert overlay.status_code == 200 and overlay.headers["content-type"] == "video/mp4"
+        assert client.get(f"{API}/{sid}/result").json()["frames"] == result["frames"]  # the overlay left the JSON
         assert client.delete(f"{API}/{sid}").status_code == 204
         _error(client.get(f"{API}/{sid}"), 404, "not_found")
         assert _upload(client, clip).status_code == 201  # room again

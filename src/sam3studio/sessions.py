@@ -343,13 +343,24 @@ class SessionManager:
     def export_dir(self, sid: str) -> Path:
         return self.folder(sid) / EXPORT_DIR
 
-    def _export_json(self, handle: SessionHandle) -> None:
+    def _export_json(self, handle: SessionHandle, overlay: bool = False) -> None:
+        """Bring ``export/`` up to the session's results: the JSON files, and with ``overlay`` the MP4 too.
+
+        One `write_tracking` pass writes what is asked and removes an earlier overlay, so an overlay is
+        either current or absent.
+        """
         with handle.lock:
-            if handle.exported_version == handle.session.version:
-                return
             version = handle.session.version
-            handle.session.export(handle.folder / EXPORT_DIR, formats=JSON_FORMATS)
+            if handle.exported_version == version and (not overlay or handle.overlay_version == version):
+                return
+            formats = (*JSON_FORMATS, "mp4") if overlay else JSON_FORMATS
+            if overlay:  # decoding and drawing every frame: a turn like model work
+                with self.gate.admit():
+                    handle.session.export(handle.folder / EXPORT_DIR, formats=formats)
+            else:
+                handle.session.export(handle.folder / EXPORT_DIR, formats=formats)
             handle.exported_version = version
+            handle.overlay_version = version if overlay else -1
 
     def result_folder(self, sid: str, overlay: bool = False) -> Path:
         """The export folder, brought up to date with the session's results (an ended session's last export).
@@ -367,14 +378,7 @@ class SessionManager:
             raise NotPropagated("nothing to export yet: propagate the session first (POST .../propagate)")
         if handle.state == "propagating":
             raise SessionBusy("the session is propagating; its result is ready when GET shows it idle")
-        self._export_json(handle)
-        if overlay:
-            with handle.lock:
-                if handle.overlay_version != handle.session.version:
-                    version = handle.session.version
-                    with self.gate.admit():  # decoding and drawing every frame: a turn like model work
-                        handle.session.export(handle.folder / EXPORT_DIR, formats=("mp4",))
-                    handle.overlay_version = version
+        self._export_json(handle, overlay=overlay)
         return handle.folder / EXPORT_DIR
 
 

@@ -10,6 +10,7 @@ import gradio as gr
 
 from sam3studio.jobs import JobRunner
 from sam3studio.service import SegmentService
+from sam3studio.sessions import SessionManager
 from sam3studio.ui.common import Relabel, UiContext, plain
 from sam3studio.ui.i18n import LANGUAGES, normalize, pick_language
 from sam3studio.ui.i18n import text as t
@@ -52,11 +53,13 @@ def relabel_handler(labelled: Sequence[Relabel]) -> Callable[..., dict[Any, Any]
     return relabel
 
 
-def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Blocks:
+def build_ui(service: SegmentService, jobs: JobRunner | None = None, sessions: SessionManager | None = None) -> gr.Blocks:
     """The Blocks app. Every handler goes through ``service`` (shared admission gate, limits).
 
     The Video tab submits to ``jobs``, the same `JobRunner` as ``POST /api/v1/videos`` (one worker,
     one bounded queue); without one, a runner on ``settings.data_dir`` is started on the first video.
+    Its editor opens video sessions in ``sessions``, the manager of ``/api/v1/sessions`` (made on first
+    use when not given).
 
     Every word on the page comes from `sam3studio.ui.i18n`; the language switch relabels the page in
     place, and a page opens in ``settings.lang`` or, when that is "auto", the browser's language.
@@ -69,7 +72,7 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None) -> gr.Block
             lang_radio = gr.Radio([(name, code) for code, name in LANGUAGES.items()], value=first_lang,
                                   label=t(first_lang, "language"), elem_id="language", scale=0, min_width=180)
         banner = gr.Markdown(model_banner(service, first_lang), elem_id="model-banner")
-        ctx = UiContext(service, language=lang_radio, first_lang=first_lang, jobs=jobs)
+        ctx = UiContext(service, language=lang_radio, first_lang=first_lang, jobs=jobs, sessions=sessions)
         labelled = [Relabel(intro, plain("intro")),
                     Relabel(lang_radio, lambda lang: gr.update(value=lang, label=t(lang, "language"))),
                     Relabel(banner, lambda lang: model_banner(service, lang))]
