@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
+TRACKEVAL := trackeval>=1.3,<2
 
 .PHONY: run test lint install clean
 
@@ -13,6 +14,7 @@ $(BIN)/python:
 # Re-install when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps "$(TRACKEVAL)"  # see pyproject.toml: not its opencv-python
 	touch $@
 
 install: $(VENV)/.installed

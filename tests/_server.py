@@ -11,12 +11,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
 
 READY_TIMEOUT_S = 120.0
 PROCESSES: dict[str, subprocess.Popen] = {}  # url -> the running `serve` process, for tests that kill it
+LOGS: dict[str, IO[bytes]] = {}  # url -> its combined stdout and stderr so far, for tests that read the log
 
 
 def free_port() -> int:
@@ -68,6 +70,7 @@ def running_server(model_dir: str | os.PathLike, timeout_s: float = READY_TIMEOU
                 raise TimeoutError(f"sam3studio serve was not ready within {timeout_s:.0f} s")
             time.sleep(0.5)
         PROCESSES[url] = proc
+        LOGS[url] = log
         try:
             yield url
         except BaseException:
@@ -75,6 +78,7 @@ def running_server(model_dir: str | os.PathLike, timeout_s: float = READY_TIMEOU
             raise
     finally:
         PROCESSES.pop(url, None)
+        LOGS.pop(url, None)
         proc.terminate()
         try:
             proc.wait(timeout=15)

@@ -143,3 +143,45 @@ def test_no_function_is_too_long():
 def test_edges_are_packages(package):
     assert (SRC / PACKAGE / package / "__init__.py").is_file()
     assert not (SRC / PACKAGE / f"{package}.py").exists()
+
+
+# The layers of docs/architecture.md, lowest first: a module may import its own layer and the ones below.
+LAYERS = {
+    "leaves": {"errors", "settings", "results", "schemas", "prompts", "translate", "io", "validation", "cleanup",
+               "render", "masks", "refine"},
+    "model": {"random_model", "model", "interactive", "testing"},
+    "engine": {"core", "loading", "video", "onnx"},
+    "work": {"export", "evaluation", "batch", "bench", "finetune", "dataset"},
+    "service": {"service", "jobs", "observability"},
+    "llm": {"llm", "agent"},
+    "edges": {"api", "ui", "cli"},
+}
+# Documented exceptions: `bench` builds the API app to time its overhead.
+LAYER_EXCEPTIONS = {("bench", "api")}
+
+
+def _layer(module: str) -> int | None:
+    top = module.split(".")[1] if module.count(".") else ""
+    if not top:
+        return -1  # the package's __init__: lazy names only, imports nothing statically
+    for rank, members in enumerate(LAYERS.values()):
+        if top in members:
+            return rank
+    return None
+
+
+def test_every_module_has_a_layer():
+    unknown = sorted({m.split(".")[1] for m in _modules() if m.count(".") and _layer(m) is None})
+    assert not unknown, f"add these to LAYERS here and to the layer table in docs/architecture.md: {unknown}"
+
+
+def test_modules_import_only_their_layer_and_below():
+    wrong = []
+    for module, targets in import_graph().items():
+        here = _layer(module)
+        for target in targets:
+            there = _layer(target)
+            pair = (module.split(".")[1] if module.count(".") else "", target.split(".")[1] if target.count(".") else "")
+            if here is not None and there is not None and there > here and pair not in LAYER_EXCEPTIONS:
+                wrong.append(f"{module} -> {target}")
+    assert not wrong, "imports from a higher layer: " + "; ".join(sorted(wrong))

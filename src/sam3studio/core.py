@@ -85,7 +85,11 @@ class SegmenterStats:
     text_encoder_calls: int = 0
     head_passes: int = 0
     image_cache_hits: int = 0
+    image_cache_misses: int = 0  # images whose features had to be computed
+    text_cache_hits: int = 0
+    text_cache_misses: int = 0
     prediction_cache_hits: int = 0
+    prediction_cache_misses: int = 0  # (image, prompt) pairs that went through the heads
     tracker_loads: int = 0
     refine_passes: int = 0
     batched_images: int = 0  # images encoded by `encode_images`
@@ -218,6 +222,14 @@ class Segmenter:
             self._text.clear()
             self._predictions.clear()
             self._refined_logits.clear()
+
+    def cache_info(self) -> dict[str, dict[str, int]]:
+        """Per cache: ``entries``, ``capacity`` (entries; bytes for the prediction cache) and, for the
+        prediction cache, ``bytes`` held."""
+        return {"image": {"entries": len(self._images), "capacity": int(self._images.maxsize)},
+                "text": {"entries": len(self._text), "capacity": int(self._text.maxsize)},
+                "prediction": {"entries": len(self._predictions), "capacity": int(self._predictions.maxsize),
+                               "bytes": int(self._predictions.currsize)}}
 
     @property
     def tracker_loaded(self) -> bool:
@@ -368,6 +380,7 @@ class Segmenter:
                 vision = self.model.get_vision_features(pixel_values=pixel_values)
             self.stats.vision_encoder_calls += 1
             self.stats.batched_images += len(items)
+            self.stats.image_cache_misses += len(items)
             for i, (key, rgb) in enumerate(items):
                 # Cloned, so one cached image does not keep the whole batch's tensors alive.
                 one = type(vision)(
@@ -429,6 +442,7 @@ class Segmenter:
         sig = geometry.signature if geometry is not None else ""
         missing = [q for q in dict.fromkeys(queries) if (key, q, sig) not in self._predictions]
         self.stats.prediction_cache_hits += len(queries) - len(missing)
+        self.stats.prediction_cache_misses += len(missing)
         results: dict[str, _RawPrediction] = {q: self._predictions[(key, q, sig)] for q in queries if q not in missing}
         if missing:
             entry = self._image_features(key, rgb, timer)
@@ -446,6 +460,7 @@ class Segmenter:
         if entry is not None:
             self.stats.image_cache_hits += 1
             return entry
+        self.stats.image_cache_misses += 1
         t = time.perf_counter()
         pixel_values = self.processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
         pixel_values = pixel_values.to(self.device, self.dtype)
@@ -460,6 +475,8 @@ class Segmenter:
     def _text_features(self, queries: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(len(queries), 32, D)`` projected text features and their ``(len(queries), 32)`` mask."""
         missing = [q for q in queries if q not in self._text]
+        self.stats.text_cache_hits += len(queries) - len(missing)
+        self.stats.text_cache_misses += len(missing)
         if missing:
             tok = self.processor.tokenizer
             for q in missing:

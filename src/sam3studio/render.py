@@ -7,6 +7,8 @@ neighbouring instances of the same prompt still differ.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import supervision as sv
 
@@ -54,21 +56,26 @@ def render_overlay(
     alpha: float = 0.5,
     labels: bool = True,
     boxes: bool = False,
+    texts: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Draw every instance of ``seg`` over ``image`` and return a new ``(H, W, 3)`` uint8 RGB array.
 
     Each mask is blended with its instance colour (`palette_color`) at opacity ``alpha``: a pixel
     inside mask ``i`` becomes ``round(alpha * colour_i + (1 - alpha) * pixel)``; pixels outside all
     masks (and away from labels/boxes) are unchanged. Where masks overlap, smaller masks are drawn
-    on top. ``labels`` adds ``"<prompt> <score:.2f>"`` tags, ``boxes`` the XYXY boxes.
+    on top. ``labels`` adds ``"<prompt> <score:.2f>"`` tags (or ``texts[i]`` when given, one per
+    instance), ``boxes`` the XYXY boxes.
     ``image`` is not modified; an empty segmentation returns a copy of it.
 
     Raises:
-        ValueError: if ``image`` is not ``(seg.height, seg.width, 3)`` uint8 or ``alpha`` is not in [0, 1].
+        ValueError: if ``image`` is not ``(seg.height, seg.width, 3)`` uint8, ``alpha`` is not in [0, 1],
+            or ``texts`` does not hold one text per instance.
     """
     image = _check_image(image, seg)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if texts is not None and len(texts) != len(seg):
+        raise ValueError(f"texts must hold one label per instance ({len(seg)}), got {len(texts)}")
     if len(seg) == 0:
         return image.copy()
     detections = seg.to_detections()
@@ -78,9 +85,9 @@ def render_overlay(
     if boxes:
         scene = sv.BoxAnnotator(color=PALETTE, thickness=2, color_lookup=lookup).annotate(scene, detections)
     if labels:
-        texts = [_label_text(seg, i) for i in range(len(seg))]
+        tags = list(texts) if texts is not None else [_label_text(seg, i) for i in range(len(seg))]
         annotator = sv.LabelAnnotator(color=PALETTE, color_lookup=lookup, smart_position=True)
-        scene = annotator.annotate(scene, detections, labels=texts)
+        scene = annotator.annotate(scene, detections, labels=tags)
     return np.ascontiguousarray(scene[..., ::-1])
 
 

@@ -67,6 +67,7 @@ class AdmissionGate:
         self.active = 0
         self.waiting = 0
         self.peak_waiting = 0
+        self.rejected = {"queue_full": 0, "timeout": 0}  # requests refused with `Overloaded`, by why
 
     @contextmanager
     def admit(self, cancelled: Callable[[], bool] | None = None) -> Iterator[None]:
@@ -75,6 +76,7 @@ class AdmissionGate:
             # Queue when a slot is taken or others already wait (a freed slot may not have been claimed
             # by its woken waiter yet); the queue itself never grows past max_queue.
             if (self.active >= self.max_concurrent or self.waiting) and self.waiting >= self.max_queue:
+                self.rejected["queue_full"] += 1
                 raise Overloaded(
                     f"server busy: {self.active} request(s) running and {self.waiting} waiting; try again shortly",
                     retry_after=max(1, int(self.waiting + 1)),
@@ -86,6 +88,7 @@ class AdmissionGate:
                 while self.active >= self.max_concurrent:
                     left = deadline - time.monotonic()
                     if left <= 0:
+                        self.rejected["timeout"] += 1
                         raise Overloaded(f"server busy: waited {self.timeout:.0f} s for the model; try again later")
                     if cancelled is not None and cancelled():
                         raise Cancelled("the client disconnected while waiting for the model")
@@ -196,6 +199,9 @@ class SegmentService:
         self.segmenter = segmenter
         self.load_error: str | None = None
         self.loading = False
+        self.load_seconds: float | None = None  # how long the last successful load took
+        # Called with (segmentation, options) after each successful `segment` (metrics, drift, the access log).
+        self.observers: list[Callable[[Segmentation, SegmentOptions], None]] = []
         self.gate = AdmissionGate(settings.max_concurrent, settings.max_queue, settings.queue_timeout_s)
         self._load_lock = threading.Lock()
         self._load_started = False
@@ -237,7 +243,8 @@ class SegmentService:
                                                 dtype=self.settings.dtype, translator=self.settings.translator,
                                                 compile=self.settings.compile)
                 self.load_error = None
-                log.info("Model ready in %.1f s: %s", time.perf_counter() - t0, self.segmenter.info())
+                self.load_seconds = time.perf_counter() - t0
+                log.info("Model ready in %.1f s: %s", self.load_seconds, self.segmenter.info())
             except Exception as exc:  # kept and shown: the server stays up to say what went wrong
                 self.load_error = str(exc)
                 log.error("Model failed to load: %s", exc)
@@ -326,10 +333,16 @@ class SegmentService:
                                      mask_threshold=options.mask_threshold, cleanup=cleanup, max_instances=limit,
                                      boxes=options.boxes, box_labels=options.box_labels)
 
-        return self._run(cancelled, work,
+        seg = self._run(cancelled, work,
             f"a {image.shape[1]}x{image.shape[0]} image with {len(queries or ())} prompt(s)",
             "out of memory while segmenting this image; memory was freed: try again, "
             "or send a smaller image or fewer prompts")
+        for observe in self.observers:
+            try:
+                observe(seg, options)
+            except Exception:  # watching must never fail the request
+                log.exception("a segment observer failed")
+        return seg
 
     def refine(self, image: np.ndarray, points: Any = None, point_labels: Any = None, box: Any = None,
                mask: np.ndarray | None = None, mask_threshold: float = 0.5,

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(False, description="Allow image_url to reach private addresses (trusted networks only)")
 
     ui: bool = Field(True, description="Serve the Gradio UI at /")
+    mcp: bool = Field(True, description="Serve the MCP server (tools for language models) at /mcp")
     # Access: both off by default (local use); `serve` warns when listening beyond loopback without them.
     api_key: SecretStr | None = Field(None, description="Key the REST API requires (X-API-Key or Authorization: Bearer)")
     ui_auth: SecretStr | None = Field(None, description="'user:password' the web UI requires")
@@ -66,6 +67,16 @@ class Settings(BaseSettings):
     max_session_objects: int = Field(64, ge=1, le=1000, description="Most objects one video session may hold")
 
     lang: Literal["auto", "en", "zh"] = Field("auto", description="UI language; 'auto' follows the browser's Accept-Language")
+
+    # Observability (docs/operations.md): Prometheus metrics, request ids and logs, result drift.
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics (behind the API key when one is set)")
+    log_format: Literal["text", "json"] = Field("text", description="Server log lines: readable text or JSON objects")
+    log_prompts: bool = Field(False, description="Put the prompt texts in the access log (off: only their count)")
+    drift: bool = Field(True, description="Record per-prompt score distributions in data_dir/drift.sqlite3 "
+                        "and as metrics")
+    drift_top_prompts: int = Field(20, ge=0, le=200, description="Prompts with their own drift series; the rest "
+                                   "are counted together as __other__")
+    drift_retention_days: float = Field(30.0, gt=0, description="How long hourly drift counts are kept")
 
     @field_validator("api_key", "ui_auth", mode="before")
     @classmethod

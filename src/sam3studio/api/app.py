@@ -1,4 +1,5 @@
-"""The one app of ``sam3studio serve``: the REST API under ``/api/v1`` and the Gradio UI at ``/``.
+"""The one app of ``sam3studio serve``: the REST API under ``/api/v1``, the MCP server at ``/mcp`` and the
+Gradio UI at ``/``.
 
 Routes live in one router per area (`system`, `images`, `videos`, `sessions`); request and response models in
 `schemas`; the error envelope in `errors`; JSON-or-multipart body reading in `bodies`; what routes take
@@ -15,20 +16,24 @@ A 500 means a bug of ours, and is logged.
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Route
 
 from sam3studio import __version__
 from sam3studio.api import docs, images, sessions, system, videos
 from sam3studio.api.bodies import add_body_schemas
-from sam3studio.api.deps import api_key_checker
+from sam3studio.api.deps import api_key_checker, require_api_key_asgi
 from sam3studio.api.errors import install_handlers, route_methods
 from sam3studio.api.schemas import ErrorResponse
 from sam3studio.jobs import JobRunner
+from sam3studio.llm.inputs import PathPolicy
+from sam3studio.llm.mcp_server import HttpEndpoint, build_server
+from sam3studio.observability import install_observability
 from sam3studio.service import SegmentService
 from sam3studio.sessions import SessionManager, server_sessions
 from sam3studio.settings import Settings
@@ -50,12 +55,14 @@ def _lifespan(service: SegmentService, jobs: JobRunner, video_sessions: SessionM
         except Exception as exc:  # the image API still works; video routes answer 503
             jobs.start_error = str(exc)
             log.error("video jobs are unavailable: could not open %s: %s", jobs.data_dir, exc)
+        mcp: HttpEndpoint | None = getattr(app.state, "mcp", None)
         try:
             await run_in_threadpool(video_sessions.start)  # ends the sessions a previous process left
         except Exception as exc:
             log.error("video sessions: could not open %s: %s", video_sessions.root, exc)
         try:
-            yield
+            async with mcp.running() if mcp is not None else nullcontext():
+                yield
         finally:
             await run_in_threadpool(video_sessions.stop)
             await run_in_threadpool(jobs.stop)
@@ -86,6 +93,13 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     app.include_router(system.fallback, prefix=API_PREFIX)  # last: whatever no route above answered
 
 
+def _mount_mcp(app: FastAPI, service: SegmentService, jobs: JobRunner, settings: Settings) -> None:
+    """The MCP server at /mcp (streamable HTTP): serve's service and jobs, the API key, no local paths."""
+    endpoint = HttpEndpoint(build_server(service, jobs, settings, PathPolicy(transport="HTTP")), host=settings.host)
+    app.state.mcp = endpoint
+    app.router.routes.append(Route("/mcp", require_api_key_asgi(endpoint, settings) if settings.api_key else endpoint))
+
+
 def create_app(settings: Settings | None = None, *, service: SegmentService | None = None,
                segmenter: Any | None = None, jobs: JobRunner | None = None) -> FastAPI:
     """Build the app: REST API under /api/v1 and (when ``settings.ui``) the Gradio UI at /.
@@ -111,6 +125,11 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
     install_handlers(app)
     docs.add_docs(app)
     _include_routers(app, settings)
+    if settings.mcp:
+        _mount_mcp(app, service, jobs, settings)
+    install_observability(app, settings, service, jobs,  # before the UI: /metrics must not fall to its catch-all
+                          auth=api_key_checker(settings) if settings.api_key is not None else None,
+                          quiet_routes=(f"{API_PREFIX}/health", f"{API_PREFIX}/ready"))
     if settings.ui:
         import gradio as gr  # deferred: the UI is optional (--no-ui) and gradio is slow to import
 

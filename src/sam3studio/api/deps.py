@@ -15,13 +15,16 @@ from typing import Any, TypeVar
 from fastapi import Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sam3studio.api.errors import ApiError
+from sam3studio.api.errors import ApiError, error_response
 from sam3studio.jobs import JobRunner
 from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
 
-__all__ = ["api_key_checker", "get_runner", "get_service", "get_sessions", "get_settings", "run_unless_gone"]
+__all__ = ["api_key_checker", "get_runner", "get_service", "get_sessions", "get_settings", "require_api_key_asgi",
+           "run_unless_gone"]
 
 T = TypeVar("T")
 
@@ -55,18 +58,43 @@ def get_sessions(request: Request) -> Any:
     return request.app.state.sessions
 
 
-def api_key_checker(settings: Settings):
-    """A dependency that accepts the configured key from X-API-Key or a Bearer token (constant-time compare)."""
+_UNAUTHORIZED = ("missing or wrong API key: send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`",
+                 {"WWW-Authenticate": "Bearer"})
+
+
+def _key_matches(settings: Settings, given: str | None) -> bool:
+    """Whether ``given`` is the configured key (constant-time compare)."""
     expected = settings.api_key.get_secret_value().encode() if settings.api_key is not None else b""
+    return bool(given) and secrets.compare_digest(given.encode(), expected)
+
+
+def api_key_checker(settings: Settings):
+    """A dependency that accepts the configured key from X-API-Key or a Bearer token."""
 
     async def require_api_key(key: str | None = Security(_API_KEY_HEADER),
                               bearer: HTTPAuthorizationCredentials | None = Security(_BEARER)) -> None:
-        given = key or (bearer.credentials if bearer is not None else None)
-        if not given or not secrets.compare_digest(given.encode(), expected):
-            raise ApiError(401, "unauthorized", "missing or wrong API key: send it as `X-API-Key: <key>` or "
-                           "`Authorization: Bearer <key>`", {"WWW-Authenticate": "Bearer"})
+        if not _key_matches(settings, key or (bearer.credentials if bearer is not None else None)):
+            raise ApiError(401, "unauthorized", *_UNAUTHORIZED)
 
     return require_api_key
+
+
+class require_api_key_asgi:  # noqa: N801 - used like a function that wraps an app
+    """``app`` behind the same key check, for an ASGI app routed beside the API (the MCP endpoint): an HTTP
+    request without the key gets the API's 401 error body. (A class, so Starlette routes to it as an app.)"""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            given = headers.get("x-api-key") or (token.strip() if scheme.lower() == "bearer" else None)
+            if not _key_matches(self.settings, given):
+                await error_response(401, "unauthorized", *_UNAUTHORIZED)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _watch_disconnect(request: Request, gone: threading.Event, every_s: float = 0.2) -> None:

@@ -36,6 +36,7 @@ from sam3studio.errors import (
     TrackerUnavailable,
     UnknownObject,
 )
+from sam3studio.observability.context import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,13 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}}, headers=headers)
+    """The envelope; inside a request it also carries the request id (body and ``X-Request-ID``)."""
+    error = {"code": code, "message": message}
+    request_id = current_request_id()
+    if request_id is not None:
+        error["request_id"] = request_id
+        headers = {**(headers or {}), REQUEST_ID_HEADER: request_id}
+    return JSONResponse(status_code=status, content={"error": error}, headers=headers)
 
 
 def to_api_error(exc: Exception) -> ApiError:

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
 from typing import Any
 
 import numpy as np
@@ -26,6 +24,7 @@ from sam3studio.api.schemas import (
     SegmentParams,
     SegmentResponse,
 )
+from sam3studio.masks import segmentation_dict, set_mask
 from sam3studio.results import Segmentation, rle_to_mask
 from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
@@ -37,33 +36,9 @@ MAX_RLE_CHARS = 2_000_000  # a mask to refine; real masks of 40 MP images take a
 router = APIRouter(tags=["segment"])
 
 
-def _mask_payload(mask: np.ndarray, fmt: MaskFormat) -> Any:
-    if fmt == "polygon":
-        import supervision as sv
-
-        return [poly.astype(float).ravel().tolist() for poly in sv.mask_to_polygons(mask)]
-    if fmt == "png_base64":
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buf, format="PNG", optimize=False)
-        return base64.b64encode(buf.getvalue()).decode("ascii")
-    return None
-
-
-def _set_mask(body: dict[str, Any], mask: np.ndarray, fmt: MaskFormat) -> None:
-    """Give an instance body (from ``to_dict``, with its RLE when ``fmt`` is rle) its mask in the asked format."""
-    if fmt != "rle":
-        body["mask"] = _mask_payload(mask, fmt)
-
-
 def segmentation_response(seg: Segmentation, fmt: MaskFormat, model: dict[str, Any]) -> dict[str, Any]:
     """The response body: `Segmentation.to_dict()` with masks in the asked format, plus model info."""
-    data = seg.to_dict(include_masks=fmt == "rle")
-    for inst, mask in zip(data["instances"], seg.masks, strict=True):
-        _set_mask(inst, mask, fmt)
-    data["model"] = model
-    return data
+    return {**segmentation_dict(seg, fmt), "model": model}
 
 
 @router.post("/segment", response_model=SegmentResponse, openapi_extra=SEGMENT_BODY,
@@ -112,6 +87,6 @@ async def refine(request: Request, service: SegmentService = Depends(get_service
                                  params.mask_threshold)
     inst = dataclasses.replace(inst, prompt=params.label)
     body = inst.to_dict(include_mask=params.mask_format == "rle")
-    _set_mask(body, inst.mask, params.mask_format)
+    set_mask(body, inst.mask, params.mask_format)
     return JSONResponse({"width": int(image.shape[1]), "height": int(image.shape[0]), "instance": body,
                          "model": service.info()["model"]})

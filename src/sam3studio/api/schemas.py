@@ -6,10 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sam3studio.masks import MaskFormat
 from sam3studio.schemas import RLE, InstanceOut, SegmentationOut
 from sam3studio.service import SegmentOptions
-
-MaskFormat = Literal["rle", "polygon", "png_base64", "none"]
 
 
 class PromptParams(BaseModel):
@@ -164,6 +163,7 @@ class RefineResponse(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
+    request_id: str | None = Field(None, description="The request's X-Request-ID (quote it when reporting a problem)")
 
 
 class ErrorResponse(BaseModel):

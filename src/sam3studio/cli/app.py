@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from sam3studio import __version__
-from sam3studio.cli import batch, bench, info, prompt, segment, serve, track
+from sam3studio.cli import agent, batch, bench, drift, info, mcp, prompt, segment, serve, track
 from sam3studio.cli import eval as eval_
 from sam3studio.cli.common import console, err_console
 
@@ -47,6 +47,9 @@ app.command("prompt")(prompt.prompt_command)
 app.command("batch")(batch.batch_command)
 app.command("track")(track.track_command)
 app.command("bench")(bench.bench_command)
+app.command("mcp")(mcp.mcp_command)
+app.command("agent")(agent.agent_command)
+app.command("drift")(drift.drift_command)
 
 
 def main() -> None:

@@ -58,16 +58,27 @@ def serve(
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), debug, code=2) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
     from sam3studio.api import create_app
+    from sam3studio.observability.logs import configure_logging
 
-    for warning in access_warnings(settings):
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    console.print(f"Loading SAM 3 from [bold]{settings.model}[/] in the background; "
-                  f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info" if debug else "warning")
+    configure_logging(settings.log_format)
+    if settings.log_format == "json":  # every line a JSON object: the banner and warnings become log records
+        log = logging.getLogger("sam3studio.serve")
+        for warning in access_warnings(settings):
+            log.warning(warning)
+        log.info("serving on http://%s:%d/ (UI at /, API docs at /docs); loading SAM 3 from %s in the background",
+                 settings.host, settings.port, settings.model)
+    else:
+        for warning in access_warnings(settings):
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"Loading SAM 3 from [bold]{settings.model}[/] in the background; "
+                      f"UI at [bold]http://{settings.host}:{settings.port}/[/], API docs at /docs", highlight=False)
+    # JSON lines: uvicorn's own records go through our handler too (no log config of its own).
+    log_config = {"log_config": None} if settings.log_format == "json" else {}
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info" if debug else "warning",
+                **log_config)
 
 
 def access_warnings(settings) -> list[str]:

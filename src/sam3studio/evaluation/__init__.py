@@ -1,4 +1,6 @@
-"""Evaluate SAM 3 on labelled data: COCO AP, presence P/R/F1, SA-Co's cgF1, a threshold sweep, latency.
+"""Evaluate SAM 3 on labelled data: COCO AP, presence P/R/F1, SA-Co's cgF1, a threshold sweep, latency, where
+it fails (breakdown.py); video tracking metrics (video.py, video_data.py, video_predict.py); clicks to quality
+(clicks.py); the self-contained report.html (html.py).
 
 Pure functions over data; nothing here imports torch (a `Segmenter` is only needed by `predict`).
 
@@ -10,6 +12,7 @@ Pure functions over data; nothing here imports torch (a `Segmenter` is only need
 
 from __future__ import annotations
 
+from sam3studio.evaluation.clicks import click_metrics, evaluate_clicks, next_click, segmenter_refiner
 from sam3studio.evaluation.data import (
     EvalCategory,
     EvalDataError,
@@ -20,9 +23,13 @@ from sam3studio.evaluation.data import (
     load_mapping,
     load_saco_gt,
 )
+from sam3studio.evaluation.html import write_html
 from sam3studio.evaluation.metrics import DEFAULT_SWEEP, IOU_THRESHOLDS, EvalReport, binary_stats, evaluate
-from sam3studio.evaluation.plots import write_plots
+from sam3studio.evaluation.plots import plot_click_curve, write_plots
 from sam3studio.evaluation.predictions import Predictions, predict
+from sam3studio.evaluation.video import VideoReport, evaluate_video
+from sam3studio.evaluation.video_data import EvalVideo, VideoDataset, VideoPredictions, load_ground_truth, load_video_gt
+from sam3studio.evaluation.video_predict import predict_video
 
 __all__ = [
     "DEFAULT_SWEEP",
@@ -32,13 +39,27 @@ __all__ = [
     "EvalDataset",
     "EvalImage",
     "EvalReport",
+    "EvalVideo",
     "Predictions",
+    "VideoDataset",
+    "VideoPredictions",
+    "VideoReport",
     "binary_stats",
+    "click_metrics",
     "evaluate",
+    "evaluate_clicks",
+    "evaluate_video",
     "load_coco_gt",
+    "load_ground_truth",
     "load_gt",
     "load_mapping",
     "load_saco_gt",
+    "load_video_gt",
+    "next_click",
+    "plot_click_curve",
     "predict",
+    "predict_video",
+    "segmenter_refiner",
+    "write_html",
     "write_plots",
 ]

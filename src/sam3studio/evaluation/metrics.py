@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from sam3studio.evaluation.breakdown import failures, frequency_breakdown, hardest_prompts, size_breakdown
 from sam3studio.evaluation.data import EvalDataError, EvalDataset
 from sam3studio.evaluation.predictions import Predictions
 
@@ -62,6 +63,11 @@ class EvalReport:
     latency: dict[str, float] | None
     pr_curves: dict[str, Any] = field(default_factory=dict)
     ignored_detections: int = 0
+    # where it fails (see breakdown.py): by_size, by_frequency, hardest_prompts; failures: the gallery's
+    # false_positives and misses (with their RLE masks); memory: the predicting process's peak
+    breakdown: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    memory: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -172,8 +178,8 @@ def _ap_summary(prec: np.ndarray, iou_thrs: np.ndarray) -> dict[str, float | Non
     return {"AP": _mean_valid(prec), "AP50": _mean_valid(prec[t50]), "AP75": _mean_valid(prec[t75])}
 
 
-def _coco_ap(dataset: EvalDataset, dets: list[dict[str, Any]], iou_type: str) -> tuple[dict, dict, dict]:
-    """(overall AP dict, per category id AP dicts, PR curves at IoU 0.5) for one IoU type."""
+def _coco_ap(dataset: EvalDataset, dets: list[dict[str, Any]], iou_type: str) -> tuple[dict, dict, dict, Any]:
+    """(overall AP dict, per category id AP dicts, PR curves at IoU 0.5, the COCOeval) for one IoU type."""
     if iou_type == "segm":
         dets = [{k: v for k, v in d.items() if k not in ("bbox", "area")} for d in dets]
     else:
@@ -192,7 +198,7 @@ def _coco_ap(dataset: EvalDataset, dets: list[dict[str, Any]], iou_type: str) ->
         per_cat[cat_id] = _ap_summary(prec[:, :, k], np.asarray(p.iouThrs))
         if (prec[t50, :, k] > -1).any():
             curves[cat_id] = [float(v) for v in prec[t50, :, k]]
-    return overall, per_cat, {"recall": [float(r) for r in p.recThrs], "precision": curves}
+    return overall, per_cat, {"recall": [float(r) for r in p.recThrs], "precision": curves}, ev
 
 
 # ---------------------------------------------------------------------------- matching (cgF1, sweep)
@@ -203,6 +209,8 @@ class _Pair:
     scores: np.ndarray  # descending
     ious: np.ndarray  # (n_dt, n_gt), rows in score order
     exhaustive: bool
+    dets: list[dict[str, Any]] = field(default_factory=list)  # in score order, as the rows of ious
+    gts: list[dict[str, Any]] = field(default_factory=list)  # as the columns of ious
 
 
 def _build_pairs(dataset: EvalDataset, dets_by_pair: dict, iou_type: str) -> list[_Pair]:
@@ -227,7 +235,7 @@ def _build_pairs(dataset: EvalDataset, dets_by_pair: dict, iou_type: str) -> lis
             ious = np.asarray(mask_utils.iou(d, g, [0] * len(g)), dtype=np.float64).reshape(len(dts), len(gts))
         else:
             ious = np.zeros((len(dts), len(gts)))
-        out.append(_Pair(pair[1], len(gts), scores, ious, pair not in dataset.non_exhaustive))
+        out.append(_Pair(pair[1], len(gts), scores, ious, pair not in dataset.non_exhaustive, dts, gts))
     return out
 
 
@@ -321,7 +329,7 @@ def _latency(pred: Predictions, dataset: EvalDataset) -> dict[str, float] | None
         return None
     arr = np.asarray(values, dtype=np.float64)
     return {"images": len(values), "mean_s": float(arr.mean()), "p50_s": float(np.percentile(arr, 50)),
-            "p90_s": float(np.percentile(arr, 90))}
+            "p90_s": float(np.percentile(arr, 90)), "p99_s": float(np.percentile(arr, 99))}
 
 
 # ---------------------------------------------------------------------------- evaluate
@@ -342,6 +350,32 @@ def _usable_detections(dataset: EvalDataset, pred: Predictions) -> tuple[list[di
     return out, ignored
 
 
+def _per_category(dataset: EvalDataset, per_cat_ap: dict, presence_per_cat: dict, iou_type: str,
+                  counts: dict[int, dict[str, int]]) -> list[dict[str, Any]]:
+    """One row per category: instances, images with instances, AP (COCO only), presence, and the
+    instance TP/FP/FN, precision, recall and F1 at IoU 0.5 at the detection threshold."""
+    n_gt: dict[int, int] = defaultdict(int)
+    n_img: dict[int, set[int]] = defaultdict(set)
+    for a in dataset.annotations:
+        n_gt[a["category_id"]] += 1
+        n_img[a["category_id"]].add(a["image_id"])
+    rows = []
+    for c in dataset.categories:
+        row: dict[str, Any] = {"id": c.id, "name": c.name, "prompt": c.prompt, "instances": n_gt[c.id],
+                               "images": len(n_img[c.id])}
+        for kind in ("segm", "bbox"):
+            vals = per_cat_ap[kind].get(c.id) if dataset.format == "coco" else None
+            for metric in ("AP", "AP50", "AP75"):
+                row[f"{metric}_{kind}"] = vals[metric] if vals else None
+        row["AP"] = row[f"AP_{iou_type}"]
+        row["presence"] = presence_per_cat.get(c.id)
+        stats = binary_stats(**counts.get(c.id, {"tp": 0, "fp": 0, "fn": 0}))
+        row.update({"tp": stats["tp"], "fp": stats["fp"], "fn": stats["fn"], "precision@50": stats["precision"],
+                    "recall@50": stats["recall"], "F1@50": stats["f1"]})
+        rows.append(row)
+    return rows
+
+
 def evaluate(
     dataset: EvalDataset,
     predictions: Predictions,
@@ -355,6 +389,7 @@ def evaluate(
     ``thresholds`` are swept for F1@50 and cgF1 and the best cgF1 is recommended (ties: lower).
     AP uses every detection regardless of threshold. Detections on pairs that were not asked
     (other images, or noun phrases not listed for an image) are ignored and counted.
+    The breakdown (size, frequency, hardest prompts) and the failures are described in breakdown.py.
     """
     if not 0 < score_threshold <= 1:
         raise EvalDataError(f"score threshold must be in (0, 1], got {score_threshold}")
@@ -368,12 +403,13 @@ def evaluate(
     ap: dict[str, dict[str, float | None] | None] = {"segm": None, "bbox": None}
     per_cat_ap: dict[str, dict[int, dict[str, float | None]]] = {"segm": {}, "bbox": {}}
     curves: dict[str, Any] = {}
+    by_size: dict[str, Any] = {}
     for kind in ("segm", "bbox"):
         if kind == "segm" and not masks_available:
             continue
-        ap[kind], per_cat_ap[kind], kind_curves = _coco_ap(dataset, dets, kind)
+        ap[kind], per_cat_ap[kind], kind_curves, ev = _coco_ap(dataset, dets, kind)
         if kind == iou_type:
-            curves = kind_curves
+            curves, by_size = kind_curves, size_breakdown(ev)
 
     dets_by_pair: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     max_score: dict[tuple[int, int], float] = {}
@@ -392,21 +428,8 @@ def evaluate(
         presence_head, _ = _presence(dataset, head_scores, PRESENCE_HEAD_THRESHOLD)
         presence_head["threshold"] = PRESENCE_HEAD_THRESHOLD
 
-    n_gt = defaultdict(int)
-    n_img = defaultdict(set)
-    for a in dataset.annotations:
-        n_gt[a["category_id"]] += 1
-        n_img[a["category_id"]].add(a["image_id"])
-    per_category = []
-    for c in dataset.categories:
-        row: dict[str, Any] = {"id": c.id, "name": c.name, "prompt": c.prompt, "instances": n_gt[c.id],
-                               "images": len(n_img[c.id])}
-        for kind in ("segm", "bbox"):
-            vals = per_cat_ap[kind].get(c.id) if dataset.format == "coco" else None
-            for metric in ("AP", "AP50", "AP75"):
-                row[f"{metric}_{kind}"] = vals[metric] if vals else None
-        row["presence"] = presence_per_cat.get(c.id)
-        per_category.append(row)
+    counts, worst_fps, worst_misses = failures(pairs, score_threshold, {c.id: c.prompt for c in dataset.categories})
+    per_category = _per_category(dataset, per_cat_ap, presence_per_cat, iou_type, counts)
 
     names = {c.id: c.name for c in dataset.categories}
     pr_curves: dict[str, Any] = {}
@@ -429,4 +452,8 @@ def evaluate(
         latency=_latency(predictions, dataset),
         pr_curves=pr_curves,
         ignored_detections=ignored,
+        breakdown={"by_size": by_size, "by_frequency": frequency_breakdown(per_category),
+                   "hardest_prompts": hardest_prompts(per_category)},
+        failures={"false_positives": worst_fps, "misses": worst_misses},
+        memory=predictions.meta.get("memory") if isinstance(predictions.meta.get("memory"), dict) else None,
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sam3studio.evaluation.metrics import EvalReport
 
-__all__ = ["MAX_PR_CURVES", "plot_f1_vs_threshold", "plot_pr_curves", "write_plots"]
+__all__ = ["MAX_PR_CURVES", "plot_click_curve", "plot_f1_vs_threshold", "plot_pr_curves", "write_plots"]
 
 MAX_PR_CURVES = 20  # per-category curves drawn; the rest are summarised by the mean curve
 
@@ -68,6 +69,27 @@ def plot_f1_vs_threshold(report: EvalReport, path: str | Path) -> Path:
     ax.set_title("F1 against the detection threshold")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, plt, path)
+
+
+def plot_click_curve(clicks: dict[str, Any], path: str | Path) -> Path:
+    """mIoU against the number of clicks (`evaluate_clicks` output), with the 0.85 and 0.90 levels."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    ys = clicks.get("miou_at_clicks") or []
+    xs = list(range(1, len(ys) + 1))
+    if ys:
+        ax.plot(xs, ys, "-o", markersize=3, label=f"mIoU ({clicks.get('objects', 0)} objects)")
+    for level, style in ((0.85, "--"), (0.90, ":")):
+        ax.axhline(level, color="grey", linestyle=style, linewidth=1, label=f"IoU {level:.2f}")
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mean IoU")
+    ax.set_xlim(0.5, max(len(ys), 1) + 0.5)
+    ax.set_ylim(0, 1.02)
+    noc = [f"NoC@{k} {clicks[f'noc{k}']:.2f}" for k in (85, 90) if clicks.get(f"noc{k}") is not None]
+    ax.set_title("Clicks to quality" + (f" ({', '.join(noc)})" if noc else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     return _save(fig, plt, path)
 
 

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam3studio.evaluation.data import EvalDataError, EvalDataset, EvalImage, _read_json
+from sam3studio.evaluation.resources import peak_memory
 from sam3studio.io.files import atomic_write_json
 
 if TYPE_CHECKING:
     from sam3studio.core import Segmenter
 
-__all__ = ["PREDICTIONS_FORMAT", "Predictions", "predict"]
+__all__ = ["PREDICTIONS_FORMAT", "Predictions", "pair_outcomes", "predict"]
 
 PREDICTIONS_FORMAT = "sam3studio-eval-predictions"
 DEFAULT_PREDICT_THRESHOLD = 0.05  # low, so that the threshold sweep has material
@@ -174,6 +175,34 @@ def predict(
         if on_image is not None:
             on_image(image)
     meta = {"segmenter": segmenter.info(), "score_threshold": score_threshold, "mask_threshold": mask_threshold,
-            "max_per_prompt": max_per_prompt, "ground_truth": dataset.source, "images": len(dataset.images)}
+            "max_per_prompt": max_per_prompt, "ground_truth": dataset.source, "images": len(dataset.images),
+            "memory": peak_memory(getattr(segmenter, "device", None))}
     return Predictions(detections, presence, latency, meta)
 
+
+
+def pair_outcomes(dataset: EvalDataset, predictions: Predictions, score_threshold: float) -> list[tuple[str, float, list[float]]]:
+    """Per image and distinct prompt asked on it: (prompt, SAM 3's presence score, the scores of the detections
+    above ``score_threshold``), as a server answering with that threshold would have kept them.
+
+    This is what `sam3studio eval --save-baseline` counts into a drift baseline. Raises `EvalDataError`
+    when the predictions carry no presence scores (a plain COCO results file).
+    """
+    presence = {(p["image_id"], p["category_id"]): float(p["score"]) for p in predictions.presence}
+    if not presence:
+        raise EvalDataError("these predictions have no presence scores (a plain COCO results list?); "
+                            "a drift baseline needs predictions made by `sam3studio eval`")
+    scores: dict[tuple[int, int], list[float]] = {}
+    for d in predictions.detections:
+        if d["score"] > score_threshold:
+            scores.setdefault((d["image_id"], d["category_id"]), []).append(float(d["score"]))
+    out = []
+    for image in dataset.images:
+        seen: set[str] = set()
+        for cat_id in dataset.asked.get(image.id, []):
+            prompt = dataset.category(cat_id).prompt
+            if prompt in seen or (image.id, cat_id) not in presence:
+                continue
+            seen.add(prompt)
+            out.append((prompt, presence[(image.id, cat_id)], scores.get((image.id, cat_id), [])))
+    return out

@@ -67,6 +67,8 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self.current: str | None = None
         self.start_error: str | None = None
+        # Called with (job id, seconds the worker spent on it, its state after) once per job taken (metrics).
+        self.observers: list[Callable[[str, float, str | None], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -269,6 +271,7 @@ class JobRunner:
             job_id = self._queue.get()
             if job_id is _Stop:
                 return
+            started = time.monotonic()
             try:
                 self._run(job_id)
             except Exception:  # never let one job end the worker
@@ -279,6 +282,17 @@ class JobRunner:
                     log.exception("could not record the failure of video job %s", job_id)
             finally:
                 self.current = None
+                self._observe(job_id, time.monotonic() - started)
+
+    def _observe(self, job_id: str, seconds: float) -> None:
+        if not self.observers:
+            return
+        try:
+            job = self.store.get(job_id)
+            for observe in self.observers:
+                observe(job_id, seconds, job["state"] if job is not None else None)
+        except Exception:  # watching must never stop the worker
+            log.exception("a video job observer failed")
 
     def _run(self, job_id: str) -> None:
         from sam3studio.video.sinks import write_tracking
