@@ -135,7 +135,8 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
 
         from sam3studio.ui import build_ui
 
-        app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs, sessions=video_sessions), path="/", max_file_size=settings.max_upload_bytes,
-                                  footer_links=["api"], show_error=False, auth=settings.ui_credentials(),
+        ui = build_ui(service, jobs=jobs, sessions=video_sessions)
+        app = gr.mount_gradio_app(app, ui, path="/", max_file_size=settings.max_upload_bytes, footer_links=["api"],
+                                  show_error=False, auth=settings.ui_credentials(),
                                   auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.")
     return app
