@@ -2,7 +2,8 @@
 
 Library errors map to statuses here, in one table (`to_api_error`): 400 bad input, 404 unknown job,
 session or object, 409 a feature the checkpoint lacks or a busy session, 410 an ended session, 413 too
-large, 503 busy / not ready / out of memory (with Retry-After). Any other exception is a bug of ours: logged, answered 500 without details.
+large, 503 busy / not ready / out of memory (with Retry-After). Any other exception is a bug of ours:
+logged, answered 500 without details.
 """
 
 from __future__ import annotations
