@@ -90,7 +90,8 @@ def _present(http: httpx.Client, sid: str, object_id: int, frames: int) -> list[
 
 def test_the_session_flow_through_a_serve_process(tmp_path, tiny_video_checkpoint, clip):
     env = {"SAM3STUDIO_DATA_DIR": str(tmp_path / "served"), "SAM3STUDIO_UI": "false"}
-    with running_server(tiny_video_checkpoint, extra_env=env) as url, httpx.Client(base_url=url, timeout=300) as http:
+    with (running_server(tiny_video_checkpoint, timeout_s=300, extra_env=env) as url,  # slow start on a loaded machine
+          httpx.Client(base_url=url, timeout=300) as http):
         with open(clip, "rb") as fh:
             created = http.post(API, files={"video": ("clip.mp4", fh, "video/mp4")})
         assert created.status_code == 201, created.text
