@@ -115,7 +115,7 @@ def over_body(path: str, content_type: str) -> Iterator[bytes]:
         return endless(b'{"prompt": "')
     if path == GRADIO_UPLOAD:  # Gradio refuses one file over its own per-file limit first; many small ones add up
         return endless_files("files", MB)
-    return endless(Part("image" if "videos" not in path else "video", 0, "f.bin").head())
+    return endless(Part("video" if path.endswith(("/videos", "/sessions")) else "image", 0, "f.bin").head())
 
 
 def send(port: int, path: str, content_type: str, chunks: Iterator[bytes], *, count: int | None = None,
@@ -182,7 +182,7 @@ def server(tmp_path_factory):
         settings = Settings(model=str(tmp / "no-model"), device="cpu", ui=True, max_upload_mb=1, max_video_mb=2,
                             data_dir=tmp / "data")
         app = create_app(settings)
-        app.router.routes.insert(0, Route("/api/v1/sessions", _echo_length, methods=["POST"]))  # "added later"
+        app.router.routes.insert(0, Route("/api/v1/later", _echo_length, methods=["POST"]))  # "added later"
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -210,7 +210,9 @@ ROUTES = {
     "videos-form": ("/api/v1/videos", FORM, lambda n: multipart_of_size(n, "video", 2 * MB, ("prompts",) * 4)),
     "gradio-upload": (GRADIO_UPLOAD, FORM, lambda n: multipart_of_size(n, "files", 2 * MB, ("files",) * 2, files=True)),
     "videos-json": ("/api/v1/videos", JSON, json_of_size),  # a video_url request: small
-    "later-route": ("/api/v1/sessions", JSON, json_of_size),  # a route of its own, not in the table: the default
+    "sessions-form": ("/api/v1/sessions", FORM, lambda n: multipart_of_size(n, "video", 2 * MB, ("pad",) * 4)),
+    "sessions-json": ("/api/v1/sessions", JSON, json_of_size),  # a video_url or job_id request: small
+    "later-route": ("/api/v1/later", JSON, json_of_size),  # a route of its own, not in the table: the default
 }
 
 
@@ -273,6 +275,7 @@ def test_info_reports_the_limit_of_every_route(server):
     assert limits[("/api/v1/segment", "multipart/form-data")] == MB + FORM_OVERHEAD
     assert limits[("/api/v1/segment", "application/json")] == -(-MB * 4 // 3) + FORM_OVERHEAD
     assert limits[("/api/v1/videos", "multipart/form-data")] == 2 * MB + FORM_OVERHEAD
+    assert limits[("/api/v1/sessions", "multipart/form-data")] == 2 * MB + FORM_OVERHEAD
     assert limits[(GRADIO_UPLOAD, None)] == 2 * MB + FORM_OVERHEAD  # the Video tab's limit: the largest
     assert info["limits"]["max_video_mb"] == 2 and info["limits"]["min_free_disk_mb"] == 1024
 

@@ -152,7 +152,7 @@ LAYERS = {
     "model": {"random_model", "model", "interactive", "testing"},
     "engine": {"core", "loading", "video", "onnx"},
     "work": {"export", "evaluation", "batch", "bench", "finetune", "dataset"},
-    "service": {"service", "jobs", "observability"},
+    "service": {"service", "jobs", "observability", "sessions"},
     "llm": {"llm", "agent"},
     "edges": {"api", "ui", "cli"},
 }

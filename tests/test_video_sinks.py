@@ -12,6 +12,7 @@ import pytest
 from sam3studio.results import PromptResult, rle_to_mask
 from sam3studio.video.results import FrameInstance, FrameResult
 from sam3studio.video.sinks import (
+    FrameOverlay,
     FramesJsonlSink,
     MaskPngSink,
     OverlayVideoSink,
@@ -158,8 +159,7 @@ def test_overlay_colours_follow_track_ids():
     sink_frame = _frame(4)
     from sam3studio.render import PALETTE
 
-    video = OverlayVideoSink.__new__(OverlayVideoSink)  # render() only: no file needed
-    video.width, video.height, video.alpha, video.queries, video._annotators = W, H, 1.0, {}, None
+    video = FrameOverlay(W, H, alpha=1.0)  # what OverlayVideoSink draws each frame with: no file needed
     plain = FrameResult(4, 0.4, W, H, [], {}, np.zeros((H, W, 3), np.uint8))
     for inst in sink_frame.instances:
         only = FrameResult(4, 0.4, W, H, [inst], {}, plain.image)

@@ -60,3 +60,27 @@ class JobGone(JobNotFound):
 
 class InsufficientStorage(Sam3StudioError):
     """The data dir's free space is below the configured floor: no new video job. Maps to HTTP 507."""
+
+
+class SessionNotFound(Sam3StudioError):
+    """No video session with this id (never created, or closed). Maps to HTTP 404."""
+
+
+class SessionGone(Sam3StudioError):
+    """The video session ended (idle timeout or a server restart); its last export may remain. Maps to HTTP 410."""
+
+
+class SessionBusy(Sam3StudioError):
+    """The video session is propagating; inputs wait until it is done. Maps to HTTP 409."""
+
+
+class UnknownObject(Sam3StudioError):
+    """No object with this id in the video session. Maps to HTTP 404."""
+
+
+class FrameOutOfRange(InputError):
+    """A frame index outside the video. Maps to HTTP 400 (code ``frame_out_of_range``)."""
+
+
+class NotPropagated(SessionBusy):
+    """A session's result asked for before any propagation ended. Maps to HTTP 409 (code ``not_ready``)."""

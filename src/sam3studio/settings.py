@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     datasets: list[Path] = Field(default_factory=list, description="Dataset folders to serve for review "
                                  "(env: a JSON list)")
 
+    # Video sessions (POST /api/v1/sessions and the Video tab's editor): working state, ended by a restart.
+    max_sessions: int = Field(4, ge=1, le=256, description="Video sessions open at once; beyond, 503")
+    session_idle_timeout_s: float = Field(900.0, gt=0, description="A video session unused this long ends "
+                                                                     "(its memory is freed, its last export kept)")
+    session_slice_frames: int = Field(4, ge=1, le=1000, description="Frames a session's propagation runs per turn "
+                                                                    "of the admission gate shared with image requests")
+    max_session_objects: int = Field(64, ge=1, le=1000, description="Most objects one video session may hold")
+
     lang: Literal["auto", "en", "zh"] = Field("auto", description="UI language; 'auto' follows the browser's Accept-Language")
 
     # Observability (docs/operations.md): Prometheus metrics, request ids and logs, result drift.

@@ -1,7 +1,7 @@
 """The one app of ``sam3studio serve``: the REST API under ``/api/v1``, the MCP server at ``/mcp`` and the
 Gradio UI at ``/``.
 
-Routes live in one router per area (`system`, `images`, `videos`); request and response models in
+Routes live in one router per area (`system`, `images`, `videos`, `sessions`); request and response models in
 `schemas`; the error envelope in `errors`; JSON-or-multipart body reading in `bodies`; what routes take
 through ``Depends`` in `deps`. To add a route: put it in its area's router (or a new module with its own
 ``APIRouter``, included below), read its input with a pydantic model from `schemas`, call the service,
@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.routing import Route
 
 from sam3studio import __version__
-from sam3studio.api import datasets, docs, images, system, videos
+from sam3studio.api import datasets, docs, images, sessions, system, videos
 from sam3studio.api.bodies import add_body_schemas
 from sam3studio.api.deps import api_key_checker, require_api_key_asgi
 from sam3studio.api.errors import install_handlers, route_methods
@@ -38,6 +38,7 @@ from sam3studio.llm.inputs import PathPolicy
 from sam3studio.llm.mcp_server import HttpEndpoint, build_server
 from sam3studio.observability import install_observability
 from sam3studio.service import SegmentService
+from sam3studio.sessions import SessionManager, server_sessions
 from sam3studio.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ __all__ = ["API_PREFIX", "create_app"]
 API_PREFIX = "/api/v1"
 
 
-def _lifespan(service: SegmentService, jobs: JobRunner):
+def _lifespan(service: SegmentService, jobs: JobRunner, video_sessions: SessionManager):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if not service.ready and not service.loading:
@@ -59,9 +60,14 @@ def _lifespan(service: SegmentService, jobs: JobRunner):
             log.error("video jobs are unavailable: could not open %s: %s", jobs.data_dir, exc)
         mcp: HttpEndpoint | None = getattr(app.state, "mcp", None)
         try:
+            await run_in_threadpool(video_sessions.start)  # ends the sessions a previous process left
+        except Exception as exc:
+            log.error("video sessions: could not open %s: %s", video_sessions.root, exc)
+        try:
             async with mcp.running() if mcp is not None else nullcontext():
                 yield
         finally:
+            await run_in_threadpool(video_sessions.stop)
             await run_in_threadpool(jobs.stop)
 
     return lifespan
@@ -83,7 +89,7 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     auth: dict[int | str, dict[str, Any]] = (
         {401: {"model": ErrorResponse, "description": "missing or wrong API key"}} if protected else {})
     app.include_router(system.public, prefix=API_PREFIX)
-    routers = (system.protected, images.router, videos.router, datasets.router)
+    routers = (system.protected, images.router, videos.router, datasets.router, sessions.router)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX, dependencies=protected, responses=auth)
     app.state.route_methods = route_methods(API_PREFIX, (system.public, *routers))
@@ -107,17 +113,19 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
     settings = settings or Settings()
     service = service or SegmentService(settings, segmenter=segmenter)
     jobs = jobs or JobRunner(settings, detector=service.shared_detector)
+    video_sessions = server_sessions(settings, service, jobs)
     app = FastAPI(
         title="sam3studio",
         version=__version__,
         description="Segment anything by text with SAM 3. Errors are JSON `{error: {code, message}}`.",
-        lifespan=_lifespan(service, jobs),
+        lifespan=_lifespan(service, jobs, video_sessions),
         responses={413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
         docs_url=None, redoc_url=None,  # served by `docs.add_docs`, with their assets from this server
     )
     app.state.settings, app.state.service, app.state.jobs = settings, service, jobs
     app.state.body_limits = body_limits(settings, API_PREFIX)
     app.state.datasets = DatasetRegistry(settings.datasets)  # the folders of `serve --dataset`, by id
+    app.state.sessions = video_sessions
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     install_handlers(app)
     docs.add_docs(app)
@@ -139,7 +147,8 @@ def create_app(settings: Settings | None = None, *, service: SegmentService | No
         app.mount(FONTS_URL, StaticFiles(directory=FONTS_DIR), name="ui-fonts")  # before the UI takes "/"
         # Gradio's file limit is one for the whole page: the largest a tab accepts (the Video tab's videos);
         # the image tab's handlers refuse images over max_upload_mb when they decode them.
-        app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs, datasets=app.state.datasets), path="/",
+        app = gr.mount_gradio_app(app, build_ui(service, jobs=jobs, datasets=app.state.datasets,
+                                                    sessions=video_sessions), path="/",
                                   max_file_size=max(settings.max_upload_bytes, settings.max_video_bytes),
                                   footer_links=["api"], show_error=False, auth=settings.ui_credentials(),
                                   auth_message="sam3studio: sign in with the credentials given to `--ui-auth`.",

@@ -25,6 +25,7 @@ from sam3studio.api.errors import ApiError, validation_message
 from sam3studio.api.schemas import (
     RefineJSONRequest,
     SegmentJSONRequest,
+    SessionJSONRequest,
     VideoJobJSONRequest,
     VideoJobParams,
 )
@@ -35,7 +36,7 @@ from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
 
 __all__ = ["SEGMENT_FIELDS", "REFINE_FIELDS", "VIDEO_FIELDS", "add_body_schemas", "openapi_body", "read_image_request",
-           "read_video_request"]
+           "read_session_request", "read_video_request"]
 
 SEGMENT_FIELDS = {"prompt", "prompts", "threshold", "mask_threshold", "fill_holes", "min_island", "smooth",
                   "max_instances", "mask_format", "boxes", "box_labels"}
@@ -44,7 +45,7 @@ VIDEO_FIELDS = {"prompt", "prompts", "threshold", "stride", "start", "end", "max
 # Nested values travel as JSON text in a form.
 JSON_TEXT_FIELDS = {"boxes", "box_labels", "points", "point_labels", "box", "mask"}
 # The JSON models that routes read by hand, added to the OpenAPI components.
-JSON_BODIES = (SegmentJSONRequest, RefineJSONRequest, VideoJobJSONRequest)
+JSON_BODIES = (SegmentJSONRequest, RefineJSONRequest, VideoJobJSONRequest, SessionJSONRequest)
 
 WriteInput = Callable[[Any], None]
 
@@ -213,6 +214,35 @@ async def read_video_request(request: Request, settings: Settings,
         raise ApiError(422, "invalid_fields", validation_message(exc)) from None
 
 
+async def read_session_request(request: Request, settings: Settings,
+                               check_capacity: Callable[[], None]) -> tuple[WriteInput | None, str, str | None]:
+    """A new video session's source: (function writing the upload to a path, suffix, None) or (None, "", job_id).
+
+    Multipart: a `video` file field. JSON: `video_url` (fetched) or `job_id`. Capacity is checked first.
+    """
+    limit = settings.max_video_bytes
+    ctype = _content_type(request)
+    try:
+        if ctype == "multipart/form-data":
+            await run_in_threadpool(check_capacity)
+            form = await request.form(max_files=1, max_fields=4, max_part_size=1024 * 1024)
+            _check_form_fields(form, set(), "video")
+            upload = form.get("video")
+            if upload is None or isinstance(upload, str):
+                raise ApiError(422, "invalid_fields", "multipart request needs a `video` file field")
+            return _write_upload(upload, limit), os.path.splitext(upload.filename or "")[1], None
+        if ctype == "application/json":
+            params = SessionJSONRequest.model_validate(await _json_body(request))
+            await run_in_threadpool(check_capacity)
+            if params.job_id is not None:
+                return None, "", params.job_id
+            data = await _fetch_video(params.video_url or "", settings)
+            return _write_bytes(data), os.path.splitext(urlsplit(params.video_url or "").path)[1], None
+        raise _unsupported(ctype)
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_fields", validation_message(exc)) from None
+
+
 # ---------------------------------------------------------------------------- OpenAPI
 def _form_schema(file_field: str, file_doc: str, fields: set[str]) -> dict[str, Any]:
     return {
@@ -244,6 +274,7 @@ def openapi_body(json_model: type[BaseModel], file_field: str, file_doc: str, fi
 SEGMENT_BODY = openapi_body(SegmentJSONRequest, "image", "JPEG, PNG, WebP, BMP, TIFF or GIF", SEGMENT_FIELDS)
 REFINE_BODY = openapi_body(RefineJSONRequest, "image", "JPEG, PNG, WebP, BMP, TIFF or GIF", REFINE_FIELDS)
 VIDEO_BODY = openapi_body(VideoJobJSONRequest, "video", "MP4, MOV, MKV, WebM, AVI or GIF", VIDEO_FIELDS)
+SESSION_BODY = openapi_body(SessionJSONRequest, "video", "MP4, MOV, MKV, WebM, AVI or GIF", set())
 
 
 def add_body_schemas(schema: dict[str, Any]) -> dict[str, Any]:

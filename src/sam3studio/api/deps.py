@@ -23,7 +23,8 @@ from sam3studio.jobs import JobRunner
 from sam3studio.service import SegmentService
 from sam3studio.settings import Settings
 
-__all__ = ["api_key_checker", "get_runner", "get_service", "get_settings", "require_api_key_asgi", "run_unless_gone"]
+__all__ = ["api_key_checker", "get_runner", "get_service", "get_sessions", "get_settings", "require_api_key_asgi",
+           "run_unless_gone"]
 
 T = TypeVar("T")
 
@@ -50,6 +51,11 @@ def get_runner(request: Request) -> JobRunner:
         raise ApiError(503, "not_ready", "video jobs are unavailable: " + (getattr(jobs, "start_error", None)
                        or "the job runner is not running"), {"Retry-After": "10"})
     return jobs
+
+
+def get_sessions(request: Request) -> Any:
+    """The video session manager (`sam3studio.sessions.SessionManager`)."""
+    return request.app.state.sessions
 
 
 _UNAUTHORIZED = ("missing or wrong API key: send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`",

@@ -1,9 +1,9 @@
 """The API's one error envelope, ``{"error": {"code": "...", "message": "..."}}``, and the handlers that produce it.
 
 Library errors map to statuses here, in one table (`to_api_error`): 400 bad input, 404 unknown job,
-409 a feature the checkpoint lacks, 410 a deleted or swept job, 413 too large, 503 busy / not ready /
-out of memory (with Retry-After), 507 too little disk for a new video job. Any other exception is a bug of
-ours: logged, answered 500 without details.
+409 a feature the checkpoint lacks or a busy session, 410 a deleted or swept job or an ended session, 413 too
+large, 503 busy / not ready / out of memory (with Retry-After), 507 too little disk for a new video job. Any other
+exception is a bug of ours: logged, answered 500 without details.
 """
 
 from __future__ import annotations
@@ -22,17 +22,23 @@ from starlette.routing import Match, compile_path
 from sam3studio.api.limits import BodyTooLarge
 from sam3studio.errors import (
     Cancelled,
+    FrameOutOfRange,
     InputError,
     InputTooLargeError,
     InsufficientStorage,
     JobGone,
     JobNotFound,
     ModelSourceError,
+    NotPropagated,
     NotReady,
     OutOfMemory,
     Overloaded,
     Sam3StudioError,
+    SessionBusy,
+    SessionGone,
+    SessionNotFound,
     TrackerUnavailable,
+    UnknownObject,
 )
 from sam3studio.observability.context import REQUEST_ID_HEADER, current_request_id
 
@@ -70,6 +76,9 @@ def to_api_error(exc: Exception) -> ApiError:
         return ApiError(404, "not_found", str(exc))
     if isinstance(exc, InsufficientStorage):
         return ApiError(507, "insufficient_storage", str(exc), {"Retry-After": "600"})
+    session_error = _session_error(exc)
+    if session_error is not None:
+        return session_error
     if isinstance(exc, Overloaded):
         return ApiError(503, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, NotReady):
@@ -89,6 +98,23 @@ def to_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, Sam3StudioError):
         return ApiError(400, "bad_request", str(exc))
     raise exc
+
+
+def _session_error(exc: Exception) -> ApiError | None:
+    """Video sessions' errors: 404 unknown session or object, 410 ended, 409 busy or not propagated, 400 frame."""
+    if isinstance(exc, SessionNotFound):
+        return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, UnknownObject):
+        return ApiError(404, "unknown_object", str(exc))
+    if isinstance(exc, SessionGone):
+        return ApiError(410, "gone", str(exc))
+    if isinstance(exc, NotPropagated):
+        return ApiError(409, "not_ready", str(exc), {"Retry-After": "2"})
+    if isinstance(exc, SessionBusy):
+        return ApiError(409, "busy", str(exc), {"Retry-After": "2"})
+    if isinstance(exc, FrameOutOfRange):
+        return ApiError(400, "frame_out_of_range", str(exc))
+    return None
 
 
 def validation_message(exc: ValidationError | RequestValidationError) -> str:

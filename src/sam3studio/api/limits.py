@@ -6,8 +6,10 @@ A `BodyLimitMiddleware` counts each request body as it arrives. A body over its 
 nothing past the limit is held in memory or spooled to disk, and the connection is closed after the answer.
 
 Limits come from one table (`body_limits`): the image routes take the upload limit plus base64 and form
-overhead, ``/videos`` the video limit, Gradio's upload route the largest file a tab accepts, and every
-other path, including routes added later, `DEFAULT_LIMIT`. ``/api/v1/info`` reports the table.
+overhead, ``/videos`` and ``/sessions`` (multipart) the video limit, Gradio's upload route the largest file
+a tab accepts, and every other path, including routes added later, `DEFAULT_LIMIT`. ``/api/v1/info``
+reports the table.
+
 
 Written by hand (about 100 lines): Starlette and uvicorn have no body-size limit (uvicorn's
 ``h11_max_incomplete_event_size`` bounds headers only), and a limit in a route comes too late for
@@ -91,7 +93,9 @@ def body_limits(settings: Settings, api_prefix: str = "/api/v1") -> BodyLimits:
         rules += [BodyRule(path, image + FORM_OVERHEAD, f"an image upload to {path}", "multipart/form-data"),
                   BodyRule(path, json_image, f"a JSON image request to {path}", "application/json")]
     videos = f"{api_prefix}/videos"
-    rules.append(BodyRule(videos, video + FORM_OVERHEAD, f"a video upload to {videos}", "multipart/form-data"))
+    sessions = f"{api_prefix}/sessions"
+    for path in (videos, sessions):
+        rules.append(BodyRule(path, video + FORM_OVERHEAD, f"a video upload to {path}", "multipart/form-data"))
     rules.append(BodyRule(GRADIO_UPLOAD, max(image, video) + FORM_OVERHEAD, "an upload to the web UI"))
     # /mcp (MCP tool calls, when mounted) carries images as base64 in JSON, like /segment.
     rules.append(BodyRule("/mcp", json_image, "an MCP request"))

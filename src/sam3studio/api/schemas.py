@@ -300,3 +300,116 @@ class InstanceUpdate(VersionedChange):
 
 class StateChange(VersionedChange):
     state: DatasetState
+# ---------------------------------------------------------------------------- video sessions
+class SessionJSONRequest(BaseModel):
+    """JSON body of POST /api/v1/sessions: the video as `video_url`, or `job_id` of a finished video job."""
+
+    model_config = ConfigDict(extra="forbid")
+    video_url: str | None = Field(None, description="http(s) URL of the video; private addresses are refused")
+    job_id: str | None = Field(None, description="A done video job: the session opens on its video and its tracks")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SessionJSONRequest:
+        if (self.video_url is None) == (self.job_id is None):
+            raise ValueError("give exactly one of `video_url` or `job_id` (or upload `video` as multipart)")
+        return self
+
+
+class SessionCreated(BaseModel):
+    id: str
+    frames: int = Field(description="frames in the video (indices 0 to frames - 1)")
+    fps: float
+    width: int
+    height: int
+
+
+class _SessionInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    frame: int = Field(ge=0, description="0-based frame index")
+
+
+class SessionPromptsRequest(_SessionInput):
+    prompts: list[str] = Field(min_length=1, max_length=64, description="What to find on that frame, e.g. ['dog']")
+    threshold: float | None = Field(None, ge=0.01, le=1.0, description="Detection score threshold (default 0.5)")
+
+
+class SessionClicksRequest(_SessionInput):
+    points: list[list[float]] = Field(min_length=1, max_length=64, description="Clicks [[x, y], ...] in frame pixels")
+    point_labels: list[int] = Field(min_length=1, max_length=64, description="One per point: 1 on the object, 0 not")
+    object_id: int | None = Field(None, description="The object to correct; omit for a new object")
+    label: str = Field("object", max_length=200, description="A new object's label (its `prompt` in exports)")
+
+
+class SessionBoxRequest(_SessionInput):
+    box: list[float] = Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in frame pixels")
+    object_id: int | None = Field(None, description="The object to redraw on that frame; omit for a new object")
+    label: str = Field("object", max_length=200, description="A new object's label (its `prompt` in exports)")
+
+
+class SessionPropagateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    direction: Literal["forward", "backward", "both"] = "forward"
+    start_frame: int | None = Field(None, ge=0, description="Default: each object's latest input frame")
+    object_ids: list[int] | None = Field(None, description="Default: the objects whose inputs changed (all if none did)")
+
+
+class SessionInstance(BaseModel):
+    object_id: int = Field(description="Stable across frames, text and click objects (`track_id` in the library)")
+    label: str
+    score: float
+    box_xyxy: list[float]
+    area: int
+    mask: RLE | None = Field(None, description="COCO RLE at the frame's size")
+
+
+class SessionObjectResult(BaseModel):
+    object_id: int
+    frame: int
+    mask: RLE | None = Field(description="The object's mask on that frame (null when it came out empty)")
+    instance: SessionInstance | None
+
+
+class SessionPromptsResult(BaseModel):
+    frame: int
+    objects: list[SessionInstance] = Field(description="The new objects on that frame")
+
+
+class SessionFrame(BaseModel):
+    frame: int
+    timestamp: float
+    width: int
+    height: int
+    instances: list[SessionInstance]
+
+
+class SessionObjectInfo(BaseModel):
+    object_id: int
+    label: str
+    kind: Literal["text", "clicks", "box", "job"]
+    input_frames: list[int]
+    dirty: bool = Field(description="inputs changed since its last propagation")
+    frames_present: int
+
+
+class SessionProgress(BaseModel):
+    done: int
+    total: int
+
+
+class SessionState(BaseModel):
+    id: str
+    state: Literal["idle", "propagating", "failed"]
+    progress: SessionProgress
+    objects: list[SessionObjectInfo]
+    frames: int
+    fps: float
+    width: int
+    height: int
+    error: str | None = None
+    propagations: int = Field(description="propagations completed so far")
+    idle_timeout_s: float
+
+
+class SessionObjectRemoved(BaseModel):
+    object_id: int
+    removed_frames: int

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
@@ -77,9 +77,17 @@ async def video_job(job_id: str, runner: JobRunner = Depends(get_runner)) -> Any
 
 @router.get("/{job_id}/result", response_model=VideoResult,
             responses={409: {"model": ErrorResponse, "description": "not done yet, or failed"}, **_NOT_FOUND})
-async def video_result(job_id: str, runner: JobRunner = Depends(get_runner)) -> Any:
-    """The tracking result of a done job: summary.json plus every frame of frames.jsonl (masks as COCO RLE)."""
+async def video_result(job_id: str, runner: JobRunner = Depends(get_runner),
+                       format: str = Query("json", pattern="^(json|ytvis)$",
+                                           description="json: summary + frames; ytvis: the tracks as YouTube-VIS JSON"),
+                       ) -> Any:
+    """The tracking result of a done job: summary.json plus every frame of frames.jsonl (masks as COCO RLE),
+    or with `?format=ytvis` its tracks in YouTube-VIS layout (for `sam3studio eval` and other tools)."""
     await run_in_threadpool(_done, runner, job_id)
+    if format == "ytvis":
+        from sam3studio.video.ytvis import jsonl_to_ytvis
+
+        return await json_response(lambda: jsonl_to_ytvis(runner.job_dir(job_id), job_id))
 
     def body() -> dict[str, Any]:
         summary, frames = runner.result(job_id)

@@ -105,6 +105,8 @@ def track_command(
     masks: Annotated[bool, typer.Option("--masks", help="Also write one PNG mask per track per frame "
                                         "(masks/frame_000123/track_0005.png).")] = False,
     no_video: Annotated[bool, typer.Option("--no-video", help="Do not write the overlay MP4.")] = False,
+    ytvis: Annotated[bool, typer.Option("--ytvis", help="Also write ytvis.json: the tracks in YouTube-VIS layout "
+                                        "(for `sam3studio eval` and other tools).")] = False,
     model: ModelOpt = "facebook/sam3",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -167,7 +169,7 @@ def track_command(
                   f"{'? frames' if v.frame_count is None else plural(v.frame_count, 'frame')}; processing "
                   f"{'?' if run.expected_frames is None else run.expected_frames}", highlight=False)
 
-    formats = ["jsonl", "summary"] + ([] if no_video else ["mp4"])
+    formats = ["jsonl", "summary"] + ([] if no_video else ["mp4"]) + (["ytvis"] if ytvis else [])
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("frames"), _rate_column(), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=console)

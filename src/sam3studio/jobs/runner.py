@@ -339,7 +339,17 @@ class JobRunner:
             time.sleep(every)
 
     # ------------------------------------------------------------------ worker
+    def video_segmenter(self) -> Any:
+        """The `VideoSegmenter` jobs run on (loaded now if need be); video sessions use the same model."""
+        return self._segmenter()
+
+    _segmenter_lock = threading.Lock()  # one load, whoever asks first (the worker or a session)
+
     def _segmenter(self) -> Any:
+        with self._segmenter_lock:
+            return self._load_segmenter()
+
+    def _load_segmenter(self) -> Any:
         if self.segmenter is None:
             from sam3studio.video import load_video_segmenter
 

@@ -11,6 +11,7 @@ import gradio as gr
 from sam3studio.dataset.review import DatasetRegistry
 from sam3studio.jobs import JobRunner
 from sam3studio.service import SegmentService
+from sam3studio.sessions import SessionManager
 from sam3studio.ui.common import Relabel, UiContext, display_source, plain
 from sam3studio.ui.i18n import LANGUAGES, normalize, pick_language
 from sam3studio.ui.i18n import text as t
@@ -60,13 +61,15 @@ def relabel_handler(labelled: Sequence[Relabel]) -> Callable[..., dict[Any, Any]
     return relabel
 
 
-def build_ui(service: SegmentService, jobs: JobRunner | None = None,
-             datasets: DatasetRegistry | None = None) -> gr.Blocks:
+def build_ui(service: SegmentService, jobs: JobRunner | None = None, datasets: DatasetRegistry | None = None,
+             sessions: SessionManager | None = None) -> gr.Blocks:
     """The Blocks app. Every handler goes through ``service`` (shared admission gate, limits).
 
     The Video tab submits to ``jobs``, the same `JobRunner` as ``POST /api/v1/videos`` (one worker,
     one bounded queue); without one, a runner on ``settings.data_dir`` is started on the first video.
     The Review tab shows ``datasets`` (the same registry as ``/api/v1/datasets``); without any it is left out.
+    Its editor opens video sessions in ``sessions``, the manager of ``/api/v1/sessions`` (made on first
+    use when not given).
 
     Every word on the page comes from `sam3studio.ui.i18n`; the language switch relabels the page in
     place, and a page opens in ``settings.lang`` or, when that is "auto", the browser's language.
@@ -79,7 +82,8 @@ def build_ui(service: SegmentService, jobs: JobRunner | None = None,
             lang_radio = gr.Radio([(name, code) for code, name in LANGUAGES.items()], value=first_lang,
                                   label=t(first_lang, "language"), elem_id="language", scale=0, min_width=240)
         banner = gr.Markdown(model_banner(service, first_lang), elem_id="model-banner")
-        ctx = UiContext(service, language=lang_radio, first_lang=first_lang, jobs=jobs, datasets=datasets)
+        ctx = UiContext(service, language=lang_radio, first_lang=first_lang, jobs=jobs, datasets=datasets,
+                        sessions=sessions)
         labelled = [Relabel(intro, plain("intro")),
                     Relabel(lang_radio, lambda lang: gr.update(value=lang, label=t(lang, "language"))),
                     Relabel(banner, lambda lang: model_banner(service, lang))]

@@ -24,6 +24,7 @@ from sam3studio.dataset.review import DatasetRegistry
 from sam3studio.errors import NotReady
 from sam3studio.jobs import JobRunner
 from sam3studio.service import SegmentService
+from sam3studio.sessions import SessionManager, server_sessions
 from sam3studio.settings import Settings
 from sam3studio.ui.i18n import text as t
 
@@ -75,7 +76,8 @@ def session_of(request: gr.Request | None) -> str | None:
 class UiContext:
     """What a tab builder needs from the page: the service (every handler goes through it), the settings,
     the download folders, the language the page is built in, the language switch (an input of every handler
-    that answers in words), the video job runner (`job_runner`) and the datasets to review (`serve --dataset`)."""
+    that answers in words), the video job runner (`job_runner`), the video sessions (`session_manager`) and the
+    datasets to review (`serve --dataset`)."""
 
     service: SegmentService
     language: gr.Radio
@@ -83,6 +85,7 @@ class UiContext:
     jobs: JobRunner | None = None
     datasets: DatasetRegistry | None = None
     run_dirs: RunDirs = field(default_factory=RunDirs)
+    sessions: SessionManager | None = None
     _runner_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -102,6 +105,16 @@ class UiContext:
             if not self.jobs.running:
                 self.jobs.start()
             return self.jobs
+
+    def session_manager(self) -> SessionManager:
+        """The video session manager the page was given (the same as ``/api/v1/sessions``), or one made on
+        first use on the job runner's model and the service's admission gate."""
+        runner = self.job_runner()
+        with self._runner_lock:
+            if self.sessions is None:
+                self.sessions = server_sessions(self.settings, self.service, runner)
+                self.sessions.start()
+            return self.sessions
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The Video tab: track text prompts through a video as a job of the shared `JobRunner`, then show and offer its outputs.
+"""The Video tab: track text prompts through a video as a job of the shared `JobRunner`, then show and offer its outputs;
+below, the editor (`ui.video_editor`): the same video as a session to correct on any frame.
 
 `video_tab(ctx)` builds the tab inside the page's ``gr.Tabs()``, wires its events and returns its relabel
 rows. The job goes to ``ctx.job_runner()``, the same runner as ``POST /api/v1/videos`` (one worker, one
@@ -20,6 +21,7 @@ from sam3studio.jobs import JobNotFound
 from sam3studio.ui.common import Relabel, UiContext, failure, session_of, texts
 from sam3studio.ui.i18n import normalize
 from sam3studio.ui.i18n import text as t
+from sam3studio.ui.video_editor import video_editor
 
 OUTPUT_FILES = ("summary.json", "frames.jsonl", "overlay.mp4")
 
@@ -54,6 +56,7 @@ class VideoTab:
                     self.files = gr.File(label=t(lang, "video_downloads"), file_count="multiple", interactive=False,
                                          elem_id="video-downloads")
                     self.status = gr.Markdown(elem_id="video-status")
+            self.editor_relabels = video_editor(ctx, self.video_in)  # the editor: a session on this video
 
     def wire(self) -> None:
         inputs = [self.video_in, self.prompt, self.threshold, self.stride, self.ctx.language]
@@ -71,6 +74,7 @@ class VideoTab:
             Relabel(self.stride, texts(label="stride", info="stride_info")),
             Relabel(self.run_btn, texts(value="video_run")), Relabel(self.video_out, texts(label="video_result")),
             Relabel(self.tracks, texts(label="tracks")), Relabel(self.files, texts(label="video_downloads")),
+            *self.editor_relabels,
         ]
 
     def run_video(self, video_path, prompt, threshold, stride, lang="en", progress=gr.Progress(),

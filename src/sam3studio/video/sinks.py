@@ -13,6 +13,8 @@ gets it, and `write_tracking` drives a `TrackingRun` once through all of them. W
   per frame. Per-track files rather than one label map per frame: no limit on track ids or overlap
   (tracks may overlap; a label map would have to pick one), and each file is a plain mask any tool
   reads. Frames with no instance get no folder (``frames.jsonl`` lists every processed frame).
+- ``ytvis.json``: optional (format ``ytvis``): every track in YouTube-VIS layout (`sam3studio.video.ytvis`),
+  written when the run ends, for `sam3studio eval` and other video-instance tools.
 - ``summary.json``: written last, atomically: video info, prompts with their track counts (``count``), per-track
   summaries, frames processed, ``completed`` (false when the run was stopped, interrupted or failed)
   and timings.
@@ -36,9 +38,11 @@ import numpy as np
 
 from sam3studio.io.files import atomic_write_json
 from sam3studio.video.results import FrameResult, summarize_tracks
+from sam3studio.video.ytvis import YTVIS_NAME, YtvisSink
 
 __all__ = [
     "FORMATS",
+    "FrameOverlay",
     "FramesJsonlSink",
     "MaskPngSink",
     "OverlayVideoSink",
@@ -46,7 +50,7 @@ __all__ = [
     "write_tracking",
 ]
 
-FORMATS = ("jsonl", "summary", "mp4", "masks")
+FORMATS = ("jsonl", "summary", "mp4", "masks", "ytvis")
 """Every output `write_tracking` knows (``masks`` may also be asked for with ``masks=True``)."""
 
 JSONL_NAME = "frames.jsonl"
@@ -109,6 +113,57 @@ def _ascii_label(prompt: str, queries: Mapping[str, str] | None) -> str | None:
     return None
 
 
+class FrameOverlay:
+    """Draws a frame's masks and ``"prompt #id"`` labels (supervision), colours by track id: the overlay MP4's
+    pictures, and the UI editor's frame view."""
+
+    def __init__(self, width: int, height: int, *, queries: Mapping[str, str] | None = None, alpha: float = 0.5) -> None:
+        self.width, self.height = int(width), int(height)
+        self.queries = dict(queries or {})
+        self.alpha = alpha
+        self._annotators: tuple[Any, Any] | None = None
+
+    def render(self, frame: FrameResult) -> np.ndarray:
+        """The annotated ``(H, W, 3)`` uint8 RGB frame (``frame.image``, or black when it has none)."""
+        import supervision as sv
+
+        from sam3studio.render import PALETTE
+
+        if frame.image is not None:
+            image = np.asarray(frame.image)
+            if image.shape != (self.height, self.width, 3) or image.dtype != np.uint8:
+                raise ValueError(f"frame {frame.index}: image is {image.shape} {image.dtype}, expected "
+                                 f"({self.height}, {self.width}, 3) uint8")
+        else:  # a frame without pixels still shows its masks, on black
+            image = np.zeros((self.height, self.width, 3), np.uint8)
+        if not frame.instances:
+            return image
+        if self._annotators is None:
+            lookup = sv.ColorLookup.CLASS
+            # supervision's resolution-based text size, kept readable on small videos
+            scale = max(0.35, sv.calculate_optimal_text_scale((self.width, self.height)))
+            self._annotators = (sv.MaskAnnotator(color=PALETTE, opacity=self.alpha, color_lookup=lookup),
+                                sv.LabelAnnotator(color=PALETTE, color_lookup=lookup, text_scale=scale,
+                                                  text_thickness=1 if scale < 0.8 else 2,
+                                                  text_padding=max(3, round(8 * scale)), smart_position=True))
+        mask_annotator, label_annotator = self._annotators
+        insts = frame.instances
+        detections = sv.Detections(
+            xyxy=np.array([inst.box for inst in insts], dtype=np.float32).reshape(-1, 4),
+            mask=np.stack([np.asarray(inst.mask, dtype=bool) for inst in insts]),
+            confidence=np.array([inst.score for inst in insts], dtype=np.float32),
+            class_id=np.array([inst.track_id for inst in insts], dtype=int),
+        )
+        labels = []
+        for inst in insts:
+            text = _ascii_label(inst.prompt, self.queries)
+            labels.append(f"{text} #{inst.track_id}" if text else f"#{inst.track_id}")
+        scene = np.ascontiguousarray(image[..., ::-1])  # RGB -> BGR copy for supervision/OpenCV
+        scene = mask_annotator.annotate(scene, detections)
+        scene = label_annotator.annotate(scene, detections, labels=labels)
+        return np.ascontiguousarray(scene[..., ::-1])
+
+
 class OverlayVideoSink:
     """Annotated H.264 MP4 (libx264, yuv420p, through PyAV): coloured masks and ``"prompt #id"`` labels.
 
@@ -160,47 +215,11 @@ class OverlayVideoSink:
         except BaseException:
             self._container.close()
             raise
-        self._annotators: tuple[Any, Any] | None = None
+        self._overlay = FrameOverlay(self.width, self.height, queries=self.queries, alpha=alpha)
 
     def render(self, frame: FrameResult) -> np.ndarray:
         """The annotated ``(H, W, 3)`` uint8 RGB frame (at the source size, before padding)."""
-        import supervision as sv
-
-        from sam3studio.render import PALETTE
-
-        if frame.image is not None:
-            image = np.asarray(frame.image)
-            if image.shape != (self.height, self.width, 3) or image.dtype != np.uint8:
-                raise ValueError(f"frame {frame.index}: image is {image.shape} {image.dtype}, expected "
-                                 f"({self.height}, {self.width}, 3) uint8")
-        else:  # a frame without pixels still shows its masks, on black
-            image = np.zeros((self.height, self.width, 3), np.uint8)
-        if not frame.instances:
-            return image
-        if self._annotators is None:
-            lookup = sv.ColorLookup.CLASS
-            # supervision's resolution-based text size, kept readable on small videos
-            scale = max(0.35, sv.calculate_optimal_text_scale((self.width, self.height)))
-            self._annotators = (sv.MaskAnnotator(color=PALETTE, opacity=self.alpha, color_lookup=lookup),
-                                sv.LabelAnnotator(color=PALETTE, color_lookup=lookup, text_scale=scale,
-                                                  text_thickness=1 if scale < 0.8 else 2,
-                                                  text_padding=max(3, round(8 * scale)), smart_position=True))
-        mask_annotator, label_annotator = self._annotators
-        insts = frame.instances
-        detections = sv.Detections(
-            xyxy=np.array([inst.box for inst in insts], dtype=np.float32).reshape(-1, 4),
-            mask=np.stack([np.asarray(inst.mask, dtype=bool) for inst in insts]),
-            confidence=np.array([inst.score for inst in insts], dtype=np.float32),
-            class_id=np.array([inst.track_id for inst in insts], dtype=int),
-        )
-        labels = []
-        for inst in insts:
-            text = _ascii_label(inst.prompt, self.queries)
-            labels.append(f"{text} #{inst.track_id}" if text else f"#{inst.track_id}")
-        scene = np.ascontiguousarray(image[..., ::-1])  # RGB -> BGR copy for supervision/OpenCV
-        scene = mask_annotator.annotate(scene, detections)
-        scene = label_annotator.annotate(scene, detections, labels=labels)
-        return np.ascontiguousarray(scene[..., ::-1])
+        return self._overlay.render(frame)
 
     def write(self, frame: FrameResult) -> None:
         import av
@@ -417,6 +436,12 @@ def write_tracking(
         if "masks" in wanted:
             sinks.append(MaskPngSink(out / MASKS_DIR))
             outputs["masks"] = MASKS_DIR
+        if "ytvis" in wanted:
+            (out / YTVIS_NAME).unlink(missing_ok=True)
+            sinks.append(YtvisSink(out / YTVIS_NAME, Path(str(getattr(video, "path", None) or out.name)).stem or "video",
+                                   getattr(video, "width", 0) or 0, getattr(video, "height", 0) or 0,
+                                   getattr(run, "file_names", None)))
+            outputs["ytvis"] = YTVIS_NAME
         frames = iter(run)
         while True:
             if should_stop is not None and should_stop():
