@@ -414,6 +414,24 @@ def test_single_polygon_joins_parts_and_bridges_holes():
     assert join_parts([np.array([[0, 0], [1, 0], [1, 1]])]).shape == (3, 2)
 
 
+# A ragged mask (as an untrained model gives) with a hole supervision finds no seam for: it raises there.
+RAGGED = np.array([[int(c) for c in row] for row in (
+    "111011011001", "000110111001", "111011001001", "101101101101", "101101110101", "111010000111",
+    "101101010110", "011110101010", "010010010010", "111111100111", "111111110110", "101110010101")], bool)
+
+
+def test_a_hole_supervision_cannot_bridge_is_filled_not_an_error(tmp_path):
+    from supervision.dataset.utils import approximate_mask_with_polygons
+
+    from sam3studio.dataset.shapes import mask_polygons
+
+    with pytest.raises(ValueError, match="seam"):
+        approximate_mask_with_polygons(RAGGED, bridge_holes=True)
+    polygons = mask_polygons(RAGGED)
+    assert polygons and all(p.ndim == 2 and p.shape[1] == 2 for p in polygons)
+    assert single_polygon(RAGGED, (0, 0, 12, 12)).shape[1] == 2
+
+
 def test_registry_ids_view_and_missing_images(tmp_path):
     store = store_with_images(tmp_path, 2)
     store.close()

@@ -48,10 +48,9 @@ import yaml
 from PIL import Image
 from supervision.dataset.formats.pascal_voc import object_to_pascal_voc
 from supervision.dataset.formats.yolo import detections_to_yolo_annotations, object_to_yolo
-from supervision.dataset.utils import approximate_mask_with_polygons
 
 from sam3studio import __version__
-from sam3studio.dataset.shapes import box_polygon, brush_rle, single_polygon
+from sam3studio.dataset.shapes import box_polygon, brush_rle, mask_polygons, single_polygon
 from sam3studio.dataset.splits import SPLITS, assign_splits
 from sam3studio.dataset.store import DB_NAME, REVIEWED, DatasetError, DatasetStore, StoredImage, StoredInstance
 
@@ -182,7 +181,7 @@ def coco_polygons(inst: StoredInstance) -> list[list[float]]:
     holes otherwise: its readers fill each polygon and merge them), in COCO's continuous coordinates (pixel i spans
     [i, i + 1], so contour points through pixel centres move by 0.5); the box for a box-only or tiny mask."""
     mask = inst.mask()
-    parts = approximate_mask_with_polygons(mask, bridge_holes=True) if mask is not None else []
+    parts = mask_polygons(mask) if mask is not None else []
     if not parts:
         return [box_polygon(inst.box).ravel().round(2).tolist()]
     return [(np.asarray(p, np.float64) + 0.5).ravel().round(2).tolist() for p in parts]

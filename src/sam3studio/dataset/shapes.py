@@ -7,7 +7,9 @@ Written here by hand, on top of supervision's contour tracing, because no librar
   hole to its outer contour; a mask of several parts is then joined into one polygon by zero-width
   bridges between the closest points of consecutive parts (walked there and back, so the filled
   polygon is the union of the parts), which is how Ultralytics' own converter joins COCO multi-part
-  segments. A mask too small to trace (fewer than 3 contour points) becomes its box.
+  segments. A mask too small to trace (fewer than 3 contour points) becomes its box. A hole that
+  supervision cannot bridge (it raises for some ragged masks, such as an untrained model's) is filled
+  instead: `mask_polygons` then gives the outer contours only, so an export never stops on one mask.
 - `brush_rle` / `decode_brush_rle`: the RLE Label Studio's BrushLabels read (the bit-packed format of
   thi.ng's rle-pack over the RGBA bytes of the mask image: a 32-bit value count, a 5-bit word size,
   four 4-bit run-length sizes, then per run a repeat flag, a size index, the run length and the value).
@@ -21,7 +23,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from supervision.dataset.utils import approximate_mask_with_polygons
 
-__all__ = ["box_polygon", "brush_rle", "decode_brush_rle", "join_parts", "single_polygon"]
+__all__ = ["box_polygon", "brush_rle", "decode_brush_rle", "join_parts", "mask_polygons", "single_polygon"]
 
 
 def box_polygon(box: Sequence[float]) -> np.ndarray:
@@ -80,12 +82,22 @@ def join_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
     return walk[:-1]  # the polygon closes itself
 
 
+def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
+    """The polygons of a mask's parts, each hole bridged to its outline; where supervision finds no seam
+    inside the mask for a hole, the outer contours with that mask's holes filled."""
+    mask = np.asarray(mask, dtype=bool)
+    try:
+        return approximate_mask_with_polygons(mask, bridge_holes=True)
+    except ValueError:  # "No foreground-contained seam found for a mask hole."
+        return approximate_mask_with_polygons(mask, bridge_holes=False)
+
+
 def single_polygon(mask: np.ndarray | None, box: Sequence[float]) -> np.ndarray:
     """One polygon ``(N, 2)`` in image pixels for an instance: its mask's parts (holes bridged) joined,
     or its box when it has no mask or the mask is too small to trace."""
     if mask is None or not mask.any():
         return box_polygon(box)
-    polygons = approximate_mask_with_polygons(np.asarray(mask, dtype=bool), bridge_holes=True)
+    polygons = mask_polygons(mask)
     if not polygons:
         return box_polygon(box)
     return join_parts(polygons)
