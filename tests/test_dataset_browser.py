@@ -102,7 +102,8 @@ def _pick(page, selector: str, option: str) -> None:
 def _open(page, url: str) -> None:
     page.goto(url)
     _wait_text(page, "#review-progress", r"of 3 reviewed")  # a server given datasets opens on the Review tab
-    page.locator("#model-banner").get_by_text(re.compile("Untrained demo model")).wait_for()  # the tiny checkpoint is marked untrained
+    # the tiny checkpoint is marked untrained
+    page.locator("#model-banner").get_by_text(re.compile("Untrained demo model")).wait_for()
 
 
 def test_review_accept_delete_relabel_add_by_clicks_and_reload(review_server, page):
