@@ -33,6 +33,12 @@ __all__ = ["MemoryEstimate", "available_memory", "count_parameters", "estimate_m
 
 GB = 1024**3
 PROCESS_ALLOWANCE = int(0.75 * GB)
+MB = 1024**2
+
+
+def size_text(n: float) -> str:
+    """``"2.4 GB"`` from a gigabyte up, ``"38 MB"`` below (a small budget or part is not rounded to 0.0 GB)."""
+    return f"{n / GB:.1f} GB" if n >= GB else f"{max(n, 0) / MB:.0f} MB"
 
 
 @dataclass
@@ -46,8 +52,8 @@ class MemoryEstimate:
         return sum(self.parts.values())
 
     def describe(self) -> str:
-        shown = ", ".join(f"{k} {v / GB:.2f}" for k, v in self.parts.items() if v >= 0.005 * GB)
-        return f"about {self.total / GB:.1f} GB ({shown} GB)"
+        shown = ", ".join(f"{k} {size_text(v)}" for k, v in self.parts.items() if v >= MB)
+        return f"about {size_text(self.total)} ({shown})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"parts_bytes": dict(self.parts), "total_bytes": self.total, "available_bytes": self.available,
@@ -126,7 +132,7 @@ def refuse_if_too_big(estimate: MemoryEstimate, available: int, where: str, advi
     """Raise `InputTooLargeError` with the estimate when it exceeds 90% of ``available``."""
     estimate.available, estimate.where = available, where
     if estimate.total > 0.9 * available:
-        raise InputTooLargeError(f"this fine-tune needs {estimate.describe()} but only {available / GB:.1f} GB is "
+        raise InputTooLargeError(f"this fine-tune needs {estimate.describe()} but only {size_text(available)} is "
                                  f"{where}; {advice}")
 
 
@@ -137,5 +143,5 @@ def check_disk(folder: Path, needed: int) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if needed > 0.95 * free:
-        raise InputTooLargeError(f"the feature cache needs about {needed / GB:.1f} GB but {probe} has {free / GB:.1f} GB "
+        raise InputTooLargeError(f"the feature cache needs about {size_text(needed)} but {probe} has {size_text(free)} "
                                  "free; use --cache memory, --cache off, or another --out")
