@@ -282,3 +282,12 @@ def test_a_session_opens_on_a_done_video_job(tmp_path, tiny_video_checkpoint, vi
         _error(client.post(API, json={"job_id": "f" * 32}), 404, "not_found")
         queued = runner.store.create({"prompts": ["x"]}, state="queued")
         assert "queued" in _error(client.post(API, json={"job_id": queued["id"]}), 400, "bad_input")
+
+
+def test_an_image_only_checkpoint_answers_409_not_available(tmp_path, tiny_checkpoint, clip):
+    """Found by fuzzing: the session route answered 503 `not_ready` (retry later) for a checkpoint that will
+    never track."""
+    settings = Settings(model=str(tiny_checkpoint), device="cpu", ui=False, data_dir=tmp_path / "data")
+    with TestClient(create_app(settings)) as client:
+        body = _error(_upload(client, clip), 409, "not_available")
+    assert "image-only" in body and "sam3_video" in body

@@ -20,6 +20,11 @@ class TrackerUnavailable(ModelSourceError):
     """The loaded checkpoint has no SAM 3 tracker, so click refinement cannot run. Maps to HTTP 409."""
 
 
+class VideoModelUnavailable(ModelSourceError):
+    """The checkpoint is image-only (no SAM 3 video model): tracking and video sessions cannot run. Maps to
+    HTTP 409."""
+
+
 class InputError(Sam3StudioError, ValueError):
     """A user input (image, prompt, option) is invalid. Maps to HTTP 400."""
 

@@ -39,6 +39,7 @@ from sam3studio.errors import (
     SessionNotFound,
     TrackerUnavailable,
     UnknownObject,
+    VideoModelUnavailable,
 )
 from sam3studio.observability.context import REQUEST_ID_HEADER, current_request_id
 
@@ -91,7 +92,7 @@ def to_api_error(exc: Exception) -> ApiError:
         return ApiError(413, "too_large", str(exc))
     if isinstance(exc, InputError):
         return ApiError(400, "bad_input", str(exc))
-    if isinstance(exc, TrackerUnavailable):  # refinement asked of a checkpoint without a tracker
+    if isinstance(exc, TrackerUnavailable | VideoModelUnavailable):  # a feature this checkpoint does not have
         return ApiError(409, "not_available", str(exc))
     if isinstance(exc, ModelSourceError):  # the tracker could not be loaded now (e.g. the hub is unreachable)
         return ApiError(503, "not_ready", str(exc), {"Retry-After": "30"})

@@ -40,8 +40,10 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {400: "bad input (frame out of range: code frame_out_of_range)", 404: "no such session or object",
-            409: "the session is propagating (busy) or not propagated yet (not_ready)",
+            409: "the session is propagating (busy) or not propagated yet (not_ready); an image-only checkpoint "
+                 "(not_available)",
             410: "the session ended (idle timeout or a server restart)", 413: "too large",
+            415: "neither multipart/form-data nor application/json", 422: "missing, unknown or out-of-range fields",
             503: "too many sessions, or the model is busy"}
     return {c: {"model": ErrorResponse, "description": what[c]} for c in codes}
 
@@ -68,7 +70,7 @@ def _frame_body(manager: SessionManager, sid: str, index: int) -> dict[str, Any]
 
 
 @router.post("", status_code=201, response_model=SessionCreated, openapi_extra=SESSION_BODY,
-             responses=_errors(400, 404, 413, 503))
+             responses=_errors(400, 404, 409, 413, 415, 422, 503))
 async def create_session(request: Request, manager: SessionManager = Depends(get_sessions),
                          settings: Settings = Depends(get_settings)) -> Any:
     """Open a session on a video: multipart `video` upload, or JSON `video_url` or `job_id` (a done video job,

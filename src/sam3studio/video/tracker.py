@@ -117,7 +117,7 @@ def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype:
     (the image segmenter's). The video model then uses it instead of loading a second copy of the
     detector (about 840 M parameters at full size).
     """
-    from sam3studio.errors import ModelSourceError
+    from sam3studio.errors import ModelSourceError, VideoModelUnavailable
     from sam3studio.model import (
         RANDOM_SOURCE,
         load_error,
@@ -148,7 +148,7 @@ def load_video_model(source: str = "facebook/sam3", device: str = "auto", dtype:
     except Exception as exc:
         raise load_error(exc, source, local, what="a SAM 3 video model") from exc
     if model_type != "sam3_video":  # transformers would build a video model with random weights from it
-        raise ModelSourceError(f"'{source}' is an image-only SAM 3 checkpoint (model_type {model_type!r}); tracking "
+        raise VideoModelUnavailable(f"'{source}' is an image-only SAM 3 checkpoint (model_type {model_type!r}); tracking "
                                "needs a video checkpoint such as facebook/sam3 (model_type 'sam3_video')")
     full_cls, shared_cls = _video_classes()
     try:
