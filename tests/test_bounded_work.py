@@ -69,6 +69,21 @@ def test_rle_masks_are_exactly_the_dense_ones(segmenter, cat_photo, cleanup):
     assert rle.to_coco() == dense.to_coco()
 
 
+@pytest.mark.parametrize("mode, target", [("box", 0), ("click", 1)])
+def test_the_canvas_draws_rle_results_as_dense_ones(segmenter, cat_photo, mode, target):
+    """The UI keeps RLE masks; the drawing modes' canvas (which enlarges a small photo) draws them as it draws
+    dense ones (it failed on RLE masks once)."""
+    from sam3studio.ui.marks import Marks, canvas_image, canvas_scale
+
+    small = np.ascontiguousarray(cat_photo[::2, ::2])
+    assert canvas_scale(small.shape[1], small.shape[0]) > 1
+    dense = segmenter.segment(small, "cat, ear", score_threshold=LOW)
+    rle = segmenter.segment(small, "cat, ear", score_threshold=LOW, masks="rle")
+    marks = Marks().box_click(10, 10, 1).box_click(60, 50, 1) if mode == "box" else Marks().point_click(20, 20, 1)
+    np.testing.assert_array_equal(canvas_image(small, marks, mode, rle, target),
+                                  canvas_image(small, marks, mode, dense, target))
+
+
 def test_rle_masks_check_their_size():
     with pytest.raises(ValueError, match="RLE mask of size"):
         RLEMasks([mask_to_rle(np.ones((4, 5), bool))], 5, 4)

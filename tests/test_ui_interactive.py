@@ -141,10 +141,11 @@ def test_draw_boxes_then_refine_by_clicks(video_server_url, page, cat_photo, tmp
     assert _numbers(marks.split(":", 1)[1]) == pytest.approx([200, 150], abs=1.5)
     page.wait_for_function("n => { const g = document.querySelector('#instances [role=grid]');"
                            " return g && +g.getAttribute('aria-rowcount') - 1 === n; }", arg=before + 1)
-    # The target list follows the refinement: the new object is offered with its score (no stale list).
+    # The target list follows the refinement: the new object is offered with its values (no stale list).
     iou = status.rsplit("predicted IoU", 1)[1].strip()
     page.locator("#target input").click()
-    expect(page.get_by_role("option", name=re.compile(rf"^#{before} object · {re.escape(iou)}$"))).to_have_count(1)
+    # No detection score for an object made by clicks: its label gives SAM's predicted IoU, named as such.
+    expect(page.get_by_role("option", name=re.compile(rf"^#{before} object · IoU {re.escape(iou)}$"))).to_have_count(1)
     page.keyboard.press("Escape")
     expect(page.get_by_role("option")).to_have_count(0)
     page.locator("#polarity").get_by_label("negative").check()

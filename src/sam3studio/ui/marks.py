@@ -100,7 +100,9 @@ def canvas_scale(width: int, height: int) -> int:
 
 
 def _scaled(seg: Segmentation, k: int) -> Segmentation:
-    masks = seg.masks.repeat(k, axis=1).repeat(k, axis=2)
+    """``seg`` drawn ``k`` times larger. Only a small image is enlarged (long side under half of
+    `CANVAS_LONG_SIDE`), so its masks, decoded here when they are RLE, stay under a million pixels each."""
+    masks = np.asarray(seg.masks, dtype=bool).repeat(k, axis=1).repeat(k, axis=2)
     return replace(seg, width=seg.width * k, height=seg.height * k, masks=masks, boxes=seg.boxes * k)
 
 
