@@ -182,6 +182,8 @@ def test_unfinished_jobs_survive_a_restart(tmp_path, tiny_video_checkpoint, vide
 
 
 def test_ui_video_tab_runs_a_job_through_the_runner(tmp_path, tiny_video_checkpoint, video_segmenter, videos):
+    import gradio as gr
+
     from sam3studio.service import SegmentService
     from sam3studio.ui import build_ui
 
@@ -197,6 +199,11 @@ def test_ui_video_tab_runs_a_job_through_the_runner(tmp_path, tiny_video_checkpo
         assert sorted(p.rsplit("/", 1)[-1] for p in downloads) == ["frames.jsonl", "overlay.mp4", "summary.json"]
         assert "3 帧" in status
         assert runner.store.count(("queued", "running", "done", "failed")) == 0  # the UI's job is cleaned up
+        # The range options the CLI and the API have: at most 2 frames; an end before the start is refused.
+        overlay, _, _, status = fn(str(videos["short"]), "red box", 0.1, 1, "en", None, None, 2)
+        assert _count_frames(overlay) == 2 and status.startswith("2 frame(s) processed")
+        with pytest.raises(gr.Error, match="must come after the start"):
+            fn(str(videos["short"]), "red box", 0.1, 1, "en", 0.5, 0.2, None)
     finally:
         runner.stop()
 

@@ -32,6 +32,18 @@ def track_rows(summary: dict[str, Any]) -> list[list[Any]]:
              round(float(tr["mean_score"]), 3)] for tr in summary.get("tracks", [])]
 
 
+def _range(start, end, max_frames, lang: str) -> dict[str, Any]:
+    """The optional range of a job (seconds from, seconds to, frames at most); an empty box is no limit."""
+    start = float(start) if start not in (None, "") else None
+    end = float(end) if end not in (None, "") else None
+    max_frames = int(max_frames) if max_frames not in (None, "") else None
+    if start is not None and end is not None and end <= start:
+        raise gr.Error(t(lang, "video_bad_range", start=start, end=end))
+    if max_frames is not None and max_frames < 1:
+        raise gr.Error(t(lang, "video_bad_max_frames"))
+    return {"start": start, "end": end, "max_frames": max_frames}
+
+
 class VideoTab:
     """The tab's components and its one handler."""
 
@@ -48,6 +60,11 @@ class VideoTab:
                                                info=t(lang, "threshold_info"), elem_id="video-threshold")
                     self.stride = gr.Number(1, minimum=1, maximum=1000, step=1, precision=0, label=t(lang, "stride"),
                                             info=t(lang, "stride_info"), elem_id="video-stride")
+                    with gr.Row():  # the same range options as the CLI (`track`) and the API (`/videos`)
+                        self.start = gr.Number(None, minimum=0, label=t(lang, "video_start"), elem_id="video-start")
+                        self.end = gr.Number(None, minimum=0, label=t(lang, "video_end"), elem_id="video-end")
+                        self.max_frames = gr.Number(None, minimum=1, precision=0, label=t(lang, "video_max_frames"),
+                                                    elem_id="video-max-frames")
                     self.run_btn = gr.Button(t(lang, "video_run"), variant="primary", elem_id="video-run")
                 with gr.Column(scale=2):
                     self.video_out = gr.Video(label=t(lang, "video_result"), interactive=False, elem_id="video-result")
@@ -59,9 +76,12 @@ class VideoTab:
             self.editor_relabels = video_editor(ctx, self.video_in)  # the editor: a session on this video
 
     def wire(self) -> None:
-        inputs = [self.video_in, self.prompt, self.threshold, self.stride, self.ctx.language]
+        inputs = [self.video_in, self.prompt, self.threshold, self.stride, self.ctx.language, self.start, self.end,
+                  self.max_frames]
         outputs = [self.video_out, self.tracks, self.files, self.status]
-        group = {"concurrency_id": "video", "concurrency_limit": self.ctx.settings.max_video_jobs}
+        # One progress bar, on the result video (not one per output).
+        group = {"concurrency_id": "video", "concurrency_limit": self.ctx.settings.max_video_jobs,
+                 "show_progress_on": [self.video_out]}
         self.run_btn.click(self.run_video, inputs, outputs, api_name="track_video", **group)
         self.prompt.submit(self.run_video, inputs, outputs, api_name=False, **group)
 
@@ -72,13 +92,15 @@ class VideoTab:
             Relabel(self.prompt, texts(label="prompts", placeholder="prompts_placeholder", info="prompts_info")),
             Relabel(self.threshold, texts(label="threshold", info="threshold_info")),
             Relabel(self.stride, texts(label="stride", info="stride_info")),
+            Relabel(self.start, texts(label="video_start")), Relabel(self.end, texts(label="video_end")),
+            Relabel(self.max_frames, texts(label="video_max_frames")),
             Relabel(self.run_btn, texts(value="video_run")), Relabel(self.video_out, texts(label="video_result")),
             Relabel(self.tracks, texts(label="tracks")), Relabel(self.files, texts(label="video_downloads")),
             *self.editor_relabels,
         ]
 
-    def run_video(self, video_path, prompt, threshold, stride, lang="en", progress=gr.Progress(),
-                  request: gr.Request = None):
+    def run_video(self, video_path, prompt, threshold, stride, lang="en", start=None, end=None, max_frames=None,
+                  progress=gr.Progress(), request: gr.Request = None):
         """Submit a job to the shared runner, follow it with a progress bar, then show and offer its outputs."""
         # A tuple, not a dict keyed by component: all four outputs always change, and callers (tests) unpack it.
         lang = normalize(lang)
@@ -87,7 +109,7 @@ class VideoTab:
         try:
             r = self.ctx.job_runner()
             job = r.submit_file(video_path, {"prompts": prompt, "threshold": float(threshold),
-                                             "stride": max(1, int(stride or 1))})
+                                             "stride": max(1, int(stride or 1)), **_range(start, end, max_frames, lang)})
         except (Sam3StudioError, OSError) as exc:
             raise failure(lang, exc) from None
         job_id = job["id"]
