@@ -70,7 +70,15 @@ def _wait_text(page, selector: str, pattern: str) -> str:
     return page.locator(selector).inner_text()
 
 
-def _rows(page) -> list[list[str]]:
+ROW_COUNT_JS = """n => { const g = document.querySelector('#review-instances [role=grid]');
+                        return g && g.querySelectorAll('[role=row].virtual-row').length === n; }"""
+
+
+def _rows(page, n: int | None = None) -> list[list[str]]:
+    """The instances table's rows; with ``n``, once the table shows that many (it is written after the progress
+    line, so a loaded machine may read it in between)."""
+    if n is not None:
+        page.wait_for_function(ROW_COUNT_JS, arg=n)
     return page.locator("#review-instances [role=grid]").evaluate(
         """grid => [...grid.querySelectorAll('[role=row].virtual-row')]
                   .map(row => [...row.querySelectorAll('[role=gridcell]')].map(cell => cell.innerText.trim()))""")
@@ -110,7 +118,7 @@ def test_review_accept_delete_relabel_add_by_clicks_and_reload(review_server, pa
     url, folder = review_server
     _open(page, url)
     assert "image 1 of 3 shown · photo0.png · unreviewed" in _progress(page)
-    assert [r[1] for r in _rows(page)] == ["cat", "dog", "cat"]
+    assert [r[1] for r in _rows(page, 3)] == ["cat", "dog", "cat"]
 
     # Relabel: select the blue object (#2, dog) by a click on it, pick "cat", press r.
     _click_canvas(page, 70, 55)
@@ -123,7 +131,7 @@ def test_review_accept_delete_relabel_add_by_clicks_and_reload(review_server, pa
     page.wait_for_function("() => document.querySelector('#review-selected input')?.value.startsWith('#3')")
     page.locator("body").press("d")
     _wait_text(page, "#review-status", r"instance #3 deleted")
-    assert [r[0] for r in _rows(page)] == ["1", "2"]
+    assert [r[0] for r in _rows(page, 2)] == ["1", "2"]
 
     # Add by clicks: mode "adds an instance by clicks", class dog; two clicks, each saved at once.
     page.locator("#review-mode").get_by_label("adds an instance by clicks").check()
@@ -134,7 +142,7 @@ def test_review_accept_delete_relabel_add_by_clicks_and_reload(review_server, pa
     _click_canvas(page, 5, 5)
     status = _wait_text(page, "#review-status", r"saved: instance #\d+ from 2 click")
     added = int(re.search(r"#(\d+)", status).group(1))
-    rows = _rows(page)
+    rows = _rows(page, 3)
     assert [r[0] for r in rows] == ["1", "2", str(added)] and rows[-1][1:2] == ["dog"] and rows[-1][3] == "clicks"
     assert "corrected" in _progress(page)
 
@@ -154,7 +162,7 @@ def test_review_accept_delete_relabel_add_by_clicks_and_reload(review_server, pa
     _wait_text(page, "#review-progress", r"photo1.png · accepted")
     page.locator("body").press("p")
     _wait_text(page, "#review-progress", r"photo0.png · corrected")
-    rows = _rows(page)
+    rows = _rows(page, 3)
     assert [(r[0], r[1], r[3]) for r in rows] == [("1", "cat", "model"), ("2", "cat", "model"), (str(added), "dog", "clicks")]
     # The store says the same (what the REST API and an export read).
     body = httpx.get(f"{url}/api/v1/datasets/ds/images/1").json()
@@ -183,7 +191,7 @@ def test_two_tabs_on_one_image_never_lose_an_update(review_server, browser):
         _wait_text(a, "#review-status", r"deleted")
         b.locator("#review-relabel").click()
         _wait_text(b, "#review-status", r"changed in another tab")
-        assert len(_rows(b)) == 2  # B now shows A's deletion
+        assert len(_rows(b, 2)) == 2  # B now shows A's deletion
         _click_canvas(b, 70, 55)
         b.wait_for_function("() => document.querySelector('#review-selected input')?.value.startsWith('#')")
         b.locator("#review-relabel").click()

@@ -201,6 +201,8 @@ class ReviewTab:
             return lambda lang: gr.update(label=t(lang, label), choices=make(lang))
 
         def table(lang: str, rows: Any) -> Any:
+            if rows is None:  # the page is loading: the tab may have filled the table already, keep what it holds
+                return gr.update(label=t(lang, "instances"))
             data = rows.values.tolist() if hasattr(rows, "values") else []
             return gr.update(label=t(lang, "instances"), value={"headers": t(lang, "review_headers"), "data": data})
 

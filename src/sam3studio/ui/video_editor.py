@@ -124,6 +124,8 @@ class VideoEditor:
             return lambda lang: gr.update(label=t(lang, label), choices=choices(lang))
 
         def table(lang: str, rows: Any) -> Any:
+            if rows is None:  # the page is loading: the tab may have filled the table already, keep what it holds
+                return gr.update(label=t(lang, "editor_objects"))
             data = rows.values.tolist() if hasattr(rows, "values") else []
             return gr.update(label=t(lang, "editor_objects"), value={"headers": t(lang, "editor_headers"), "data": data})
 
