@@ -74,12 +74,16 @@ def vision_agreement(fp32_path: Path, int8_path: Path, processor: Any) -> dict[s
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (fp32_path, int8_path)]
-    names = [o.name for o in sessions[0].get_outputs()]
+    inputs = [processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"].numpy().astype(np.float32)
+              for _name, rgb in _photos()]
+    outputs, names = [], []
+    for path in (fp32_path, int8_path):  # one session at a time: two full-size ones do not fit beside the model
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        outputs.append([session.run(None, {"pixel_values": pixels}) for pixels in inputs])
+        del session
     per_level: dict[str, list[float]] = {n: [] for n in names}
-    for _name, rgb in _photos():
-        pixels = processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"].numpy().astype(np.float32)
-        ref, q = (s.run(None, {"pixel_values": pixels}) for s in sessions)
+    for ref, q in zip(*outputs, strict=True):
         for n, a, b in zip(names, ref, q, strict=True):
             per_level[n].append(feature_cosine(a, b))
     return {"images": [n for n, _ in _photos()], "feature_cosine": {n: min(v) for n, v in per_level.items()},
