@@ -160,10 +160,14 @@ def test_text_only_offers_no_examine_and_sends_no_images(segmenter, cat_file):
 
 
 def test_the_command_in_a_subprocess(tmp_path, tiny_checkpoint, cat_file):
-    """As the independent check runs it: the console script, a scripted LLM, DIR/result.json."""
+    """As the independent check runs it: the console script, a scripted LLM, DIR/result.json, no --threshold (the
+    tiny checkpoint is marked untrained, so the agent starts at the untrained threshold, where it finds masks)."""
     with ScriptedLLM([call("segment_phrase", {"text": "cat"}), _select_first]) as llm:
         script = Path(sys.executable).with_name("sam3studio")
-        proc = subprocess.run([str(script), *_agent_args(cat_file, llm, tiny_checkpoint, tmp_path / "run")],
+        args = _agent_args(cat_file, llm, tiny_checkpoint, tmp_path / "run")
+        args = args[:args.index("--threshold")]
+        proc = subprocess.run([str(script), *args],
                               capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
+    assert "untrained weights: detection threshold 0.25" in " ".join(proc.stderr.split())
     assert json.loads((tmp_path / "run" / "result.json").read_text())["agent"]["selected_ids"] == [0]

@@ -23,6 +23,9 @@ __all__ = ["UNTRAINED_FLAG", "build_random_model", "build_tokenizer", "is_untrai
 # A config attribute (saved in config.json) that says the weights were never trained: the `random` source and
 # the tiny test checkpoints of `sam3studio.testing`. The UI reads it to say so and to lower its default threshold.
 UNTRAINED_FLAG = "sam3studio_untrained"
+# Untrained weights score every query near 0.3: interfaces that pick a threshold for the user (the web UI, the
+# agent command) start here for such a model, so that its first answer shows masks at all.
+UNTRAINED_THRESHOLD = 0.25
 
 
 def mark_untrained(config: Any) -> Any:

@@ -14,10 +14,12 @@ from sam3studio.cli.common import (
     ModelOpt,
     TranslatorOpt,
     console,
+    err_console,
     fail,
     quiet_libraries,
 )
 from sam3studio.errors import InputError, ModelSourceError, Sam3StudioError
+from sam3studio.random_model import UNTRAINED_THRESHOLD
 
 
 def agent_command(
@@ -36,8 +38,9 @@ def agent_command(
     time_budget: Annotated[float, typer.Option("--time-budget", min=1, help="Seconds the whole run may take.")] = 300.0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for result.json, result.overlay.png, trace.json.")]
     = Path("sam3studio-agent"),
-    threshold: Annotated[float, typer.Option("--threshold", "-t", min=0.01, max=1.0,
-                                             help="SAM 3 detection score threshold.")] = 0.5,
+    threshold: Annotated[float | None, typer.Option("--threshold", "-t", min=0.01, max=1.0, show_default=False,
+                                                    help="SAM 3 detection score threshold [default: 0.5; 0.25 for a "
+                                                         "model with untrained weights].")] = None,
     text_only: Annotated[bool, typer.Option("--text-only", help="Send no images (for models without vision).")] = False,
     model: ModelOpt = "facebook/sam3",
     device: DeviceOpt = "auto",
@@ -60,6 +63,11 @@ def agent_command(
             segmenter = load_segmenter(model, device=device, dtype=dtype, translator=translator)
         except (ModelSourceError, InputError) as exc:
             raise fail(str(exc), debug) from None
+    if threshold is None:
+        threshold = UNTRAINED_THRESHOLD if segmenter.untrained else 0.5
+        if segmenter.untrained:
+            err_console.print(f"The model has untrained weights: detection threshold {threshold} (--threshold to set "
+                              "another).")
     try:
         with console.status(f"Asking [bold]{llm_model}[/] …"):
             result = run_agent(rgb, query, segmenter=segmenter, llm_base_url=llm_base_url, llm_model=llm_model,

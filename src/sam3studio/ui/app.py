@@ -10,12 +10,13 @@ import gradio as gr
 
 from sam3studio.dataset.review import DatasetRegistry
 from sam3studio.jobs import JobRunner
+from sam3studio.random_model import UNTRAINED_THRESHOLD
 from sam3studio.service import SegmentService
 from sam3studio.sessions import SessionManager
 from sam3studio.ui.common import Relabel, UiContext, display_source, plain
 from sam3studio.ui.i18n import LANGUAGES, normalize, pick_language
 from sam3studio.ui.i18n import text as t
-from sam3studio.ui.image_tab import UNTRAINED_THRESHOLD, image_tab
+from sam3studio.ui.image_tab import image_tab
 from sam3studio.ui.review_tab import review_tab
 from sam3studio.ui.video_tab import video_tab
 

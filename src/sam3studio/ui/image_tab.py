@@ -30,6 +30,7 @@ from skimage import data
 
 from sam3studio.errors import NotReady, Sam3StudioError
 from sam3studio.export import write_outputs
+from sam3studio.random_model import UNTRAINED_THRESHOLD
 from sam3studio.results import Segmentation
 from sam3studio.service import SegmentOptions
 from sam3studio.ui.common import (
@@ -73,7 +74,6 @@ DEFAULT_THRESHOLD = 0.5  # the API's default too
 # An untrained SAM 3 (the `random` source, the tiny test checkpoints) scores every query near
 # sigmoid(0) x sigmoid(0) = 0.25: measured 0.24-0.29 for the full-size random model (two seeds, three
 # photos) and 0.17-0.32 for the tiny ones. At 0.25 about half of its queries show; at 0.5 none would.
-UNTRAINED_THRESHOLD = 0.25
 RESULT_HEIGHT = 560  # px: the result (or canvas) fills the column's height at 1400 x 1000 with the status under it
 
 
