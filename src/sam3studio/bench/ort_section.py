@@ -156,11 +156,13 @@ def onnxruntime_section(suite: Any, *, count_flops: Callable[..., float], agreem
             say(f"onnxruntime: PyTorch vision encoder, {name}")
             suite.vision_time_for(name)
         vision[f"torch_{name}"] = suite.vision_times[name]
+        say(f"onnxruntime: PyTorch vision encoder, {name}: {vision[f'torch_{name}']:.3f} s (median)")
     features = {}
     for name, seg in (("ort_float32", fp32_seg), ("ort_int8", int8_seg)):
         say(f"onnxruntime: vision encoder, {name}")
         vision[name] = _median(suite.timed(lambda seg=seg: seg.backend.vision_features(pixels), repeats))
-        features[name] = seg.backend.vision_features(pixels)[0]
+        say(f"onnxruntime: vision encoder, {name}: {vision[name]:.3f} s (median)")  # said at once: a later stage
+        features[name] = seg.backend.vision_features(pixels)[0]  # may run out of memory before the report
     with torch.inference_mode():
         ref = model32.get_vision_features(pixel_values=pixels).fpn_hidden_states[:-1]
     cosine = {"ort_float32_vs_torch_float32": _cosines([r.numpy() for r in ref], features["ort_float32"]),
