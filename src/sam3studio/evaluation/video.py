@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ import numpy as np
 
 from sam3studio.evaluation.breakdown import size_breakdown
 from sam3studio.evaluation.data import EvalDataError
+from sam3studio.evaluation.metrics import _jsonable
 from sam3studio.evaluation.video_data import VideoDataset, VideoPredictions
 
 # --no-deps: trackeval requires opencv-python, which would overwrite our opencv-python-headless (docs/eval.md).
@@ -63,19 +63,6 @@ class VideoReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
         return path
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return None if math.isnan(v) else round(v, 6)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 # ---------------------------------------------------------------------------- trackeval
